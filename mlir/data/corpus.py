@@ -58,6 +58,10 @@ class ParallelCorpus:
         missing = [c for c in COLUMNS if c not in ds.column_names]
         if missing:
             raise ValueError(f"{name}: dataset lacks columns {missing}")
+        if getattr(ds, "_indices", None) is not None:
+            # ``Dataset.select`` keeps the full table plus an indices mapping; ``ds.data`` would be the
+            # full table. Flatten (written next to the source's cache files, so still memory-mapped).
+            ds = ds.flatten_indices()
         arrow = ds.data.table if hasattr(ds.data, "table") else ds.data
         pid, _ = _encode(arrow.column("id"))
         lang_idx, langs = _encode(arrow.column("lang"))
@@ -119,4 +123,5 @@ class ParallelCorpus:
     def texts(self, column: str, rows: np.ndarray | Sequence[int]) -> list[str]:
         """Fetch one text column for some rows (the only place strings are materialised)."""
         sub = self.table.select(np.asarray(rows, dtype=np.int64))
-        return list(sub.data.column(column).to_pylist())
+        # ``sub.data`` ignores the indices mapping that ``select`` creates; the arrow view applies it.
+        return sub.with_format("arrow")[:].column(column).to_pylist()

@@ -1,0 +1,251 @@
+"""LightningDataModule: corpus -> group split -> tokenised once -> hybrid batch sampler -> batches.
+
+Texts are tokenised once, up front, into Arrow columns (``q_ids``, ``p_ids``, ``neg_ids``), so
+workers only slice integer lists; the encoder pads each length-sorted sub-batch itself. The batch
+sampler yields this rank's slice of every global batch, so Lightning must not add a
+DistributedSampler (``trainer.use_distributed_sampler=false``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from mlir.data.corpus import ParallelCorpus
+from mlir.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def tokenize_corpus(
+    corpus: ParallelCorpus, encoder: Any, num_negatives: int = 0, num_proc: int | None = None
+):
+    """Add ``q_ids``/``p_ids``(/``neg_ids``) token columns to the corpus table (batched, Arrow-backed)."""
+
+    def fn(batch: dict[str, list]) -> dict[str, list]:
+        out = {
+            "q_ids": encoder.tokenize(batch["query"], "query"),
+            "p_ids": encoder.tokenize(batch["positive"], "passage"),
+        }
+        if num_negatives:
+            flat, counts = [], []
+            for negs in batch["negatives"]:
+                negs = list(negs or [])[:num_negatives]
+                flat.extend(negs)
+                counts.append(len(negs))
+            ids = encoder.tokenize(flat, "passage") if flat else []
+            it = iter(ids)
+            out["neg_ids"] = [[next(it) for _ in range(c)] for c in counts]
+        return out
+
+    cols = ["query", "positive"] + (["negatives"] if num_negatives else [])
+    return corpus.table.select_columns(cols).map(
+        fn, batched=True, batch_size=1000, remove_columns=cols, num_proc=num_proc, desc="tokenising"
+    )
+
+
+class PairDataset(Dataset):
+    """Maps sampler items ``(q_row, p_row)`` to token ids; fetches a whole batch with one Arrow take."""
+
+    def __init__(self, corpus: ParallelCorpus, tokens: Any, num_negatives: int = 0):
+        self.langs = corpus.langs
+        self.lang_idx = corpus.lang_idx
+        table = tokens.data.table if hasattr(tokens.data, "table") else tokens.data
+        self.q_col = table.column("q_ids")
+        self.p_col = table.column("p_ids")
+        self.neg_col = table.column("neg_ids") if num_negatives else None
+        self.num_negatives = num_negatives
+
+    def __len__(self) -> int:
+        return len(self.lang_idx)
+
+    def __getitem__(self, item: Sequence[int]) -> dict[str, Any]:
+        return self.__getitems__([item])
+
+    def __getitems__(self, items: Sequence[Sequence[int]]) -> dict[str, Any]:
+        pairs = np.asarray([(int(q), int(p)) for q, p in items], dtype=np.int64).reshape(-1, 2)
+        q_rows, p_rows = pairs[:, 0], pairs[:, 1]
+        batch = {
+            "q_ids": self.q_col.take(q_rows).to_pylist(),
+            "p_ids": self.p_col.take(p_rows).to_pylist(),
+            "q_langs": [self.langs[i] for i in self.lang_idx[q_rows]],
+            "p_langs": [self.langs[i] for i in self.lang_idx[p_rows]],
+            "q_rows": torch.as_tensor(q_rows),
+            "p_rows": torch.as_tensor(p_rows),
+        }
+        if self.neg_col is not None:
+            batch["neg_ids"] = [ids for negs in self.neg_col.take(p_rows).to_pylist() for ids in negs]
+        batch["kind"] = "mono" if all(a == b for a, b in zip(batch["q_langs"], batch["p_langs"])) else "cross"
+        return batch
+
+
+def _identity(batch: Any) -> Any:
+    return batch
+
+
+class RetrievalDataModule(L.LightningDataModule):
+    """Training and validation batches from a parallel corpus.
+
+    Args:
+        corpus: zero-argument callable returning a :class:`ParallelCorpus` (a ``_partial_`` reader).
+        sampler: partial :class:`~mlir.sampling.hybrid.HybridBatchSampler` (``conf/sampler``).
+        encoder: provides ``tokenize(texts, side)``; set by ``train.py`` from the model.
+        train_langs / eval_langs: language subsets (``None`` = all in the data).
+        split: kwargs of :func:`mlir.data.splits.split_by_group` (held-out groups), or ``None``.
+        batch_size: GLOBAL batch size, split evenly across DDP ranks.
+        val_batches: number of validation-loss batches drawn (deterministically) from held-out groups.
+        num_negatives: hard negatives per pair taken from the data's ``negatives``.
+    """
+
+    def __init__(
+        self,
+        corpus: Callable[[], ParallelCorpus],
+        sampler: Callable[..., Any],
+        encoder: Any = None,
+        train_langs: Sequence[str] | None = None,
+        eval_langs: Sequence[str] | None = None,
+        split: dict | None = None,
+        batch_size: int = 32,
+        val_batches: int = 4,
+        num_negatives: int = 0,
+        num_workers: int = 0,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if int(batch_size) < 1:
+            raise ConfigError(f"must be >= 1, got {batch_size}", where="data.batch_size")
+        self.corpus_fn = corpus
+        self.sampler_factory = sampler
+        self.encoder = encoder
+        self.train_langs = list(train_langs) if train_langs else None
+        self.eval_langs = list(eval_langs) if eval_langs else None
+        self.split = dict(split) if split else None
+        self.batch_size = int(batch_size)
+        self.val_batches = int(val_batches)
+        self.num_negatives = int(num_negatives)
+        self.num_workers = int(num_workers)
+        self.seed = int(seed)
+        self.train_corpus: ParallelCorpus | None = None
+        self.val_corpus: ParallelCorpus | None = None
+        self.heldout_groups: list[str] = []
+        self._train_sampler = None
+        self._pending_state: dict | None = None
+
+    # ------------------------------------------------------------------ setup
+    def prepare_corpora(self) -> None:
+        """Read, check languages, split by group, restrict languages (no tokenisation)."""
+        if self.train_corpus is not None:
+            return
+        full = self.corpus_fn()
+        for key, langs in (("data.train_langs", self.train_langs), ("data.eval_langs", self.eval_langs)):
+            unknown = [lang for lang in langs or [] if lang not in full.langs]
+            if unknown:
+                raise ConfigError(f"languages {unknown} are not in the data (it has {full.langs})", where=key)
+        if self.split:
+            from mlir.data.splits import split_by_group
+
+            train, held = split_by_group(full, **self.split)
+            self.heldout_groups = (
+                sorted({held.groups[g] for g in np.unique(held.group_idx)}) if len(held) else []
+            )
+        else:
+            train, held = full, None
+        langs = self.train_langs or train.langs
+        self.train_corpus = train.select(train.rows_in_langs(langs), name=f"{full.name}-train")
+        if held is not None and len(held):
+            self.val_corpus = held.select(held.rows_in_langs(langs), name=f"{full.name}-val")
+        log.info(
+            "train corpus: %d rows, %d ids, langs %s; held-out groups: %d",
+            len(self.train_corpus),
+            self.train_corpus.num_ids,
+            self.train_corpus.langs,
+            len(self.heldout_groups),
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        if getattr(self, "_train_ds", None) is not None:
+            return
+        if self.encoder is None:
+            raise ConfigError(
+                "the data module needs the model's encoder for tokenisation", where="data.encoder"
+            )
+        self.prepare_corpora()
+        self._train_ds = PairDataset(
+            self.train_corpus,
+            tokenize_corpus(self.train_corpus, self.encoder, self.num_negatives),
+            self.num_negatives,
+        )
+        self._val_ds = (
+            PairDataset(
+                self.val_corpus,
+                tokenize_corpus(self.val_corpus, self.encoder, self.num_negatives),
+                self.num_negatives,
+            )
+            if self.val_corpus is not None and self.val_batches > 0
+            else None
+        )
+
+    # ------------------------------------------------------------------ loaders
+    def _world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 1, 0
+        return int(trainer.world_size), int(trainer.global_rank)
+
+    def make_sampler(self, corpus: ParallelCorpus, seed: int, **overrides: Any):
+        world_size, rank = self._world()
+        return self.sampler_factory(
+            corpus, batch_size=self.batch_size, seed=seed, world_size=world_size, rank=rank, **overrides
+        )
+
+    def _loader(self, ds: PairDataset, sampler: Any) -> DataLoader:
+        return DataLoader(
+            ds,
+            batch_sampler=sampler,
+            collate_fn=_identity,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        trainer = getattr(self, "trainer", None)
+        total = None
+        if trainer is not None and trainer.max_steps and trainer.max_steps > 0:
+            total = int(trainer.max_steps)
+        self._train_sampler = self.make_sampler(self.train_corpus, self.seed, total_steps=total)
+        if self._pending_state is not None:
+            self._train_sampler.load_state_dict(self._pending_state)
+            self._pending_state = None
+        return self._loader(self._train_ds, self._train_sampler)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self._val_ds is None:
+            return []
+        # validation: a fixed set of batches (same seed every time) from held-out groups
+        sampler = self.make_sampler(self.val_corpus, self.seed + 1_000_003, steps_per_epoch=self.val_batches)
+        return self._loader(self._val_ds, sampler)
+
+    # ------------------------------------------------------------------ resume
+    def state_dict(self) -> dict[str, Any]:
+        """The sampler position of the batches the *loop* consumed (workers may have prefetched more)."""
+        if self._train_sampler is None:
+            return {}
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return {"sampler": self._train_sampler.state_dict()}
+        # `processed` counts batches whose optimizer step ran, also inside on_train_batch_end saves
+        done = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+        epoch = int(trainer.current_epoch)
+        if done >= self._train_sampler.steps_per_epoch:  # epoch finished: next is batch 0 of epoch+1
+            epoch, done = epoch + 1, 0
+        return {"sampler": self._train_sampler.state_at(epoch, done)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._pending_state = state.get("sampler") or None

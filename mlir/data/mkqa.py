@@ -1,0 +1,296 @@
+"""MKQA (apple/ml-mkqa): 10k open-domain questions, each in 26 languages with typed answers.
+
+Official line format (``mkqa.jsonl.gz``)::
+
+    {"example_id": 563260143484355911, "query": "...english...",
+     "queries": {"en": "...", "de": "...", ...},
+     "answers": {"en": [{"type": "entity", "entity": "Q...", "text": "...", "aliases": ["..."]}], ...}}
+
+For retrieval evaluation a (question, language) needs a query and at least one answer text. MKQA has
+many with none (``type`` ``unanswerable`` or ``long_answer``, ``text`` null); those are dropped per
+language and counted in :attr:`MkqaData.dropped`, so a report can say how many were evaluated.
+Individual answer entries whose text is null are dropped from a list that has other answers.
+
+:func:`xquad_r_to_mkqa_records` turns XQuAD-R into records of the same format, so one evaluation path
+serves both.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlir.data.download import MKQA_SHA256, MKQA_URL, download_mkqa
+from mlir.data.io import iter_jsonl, verify_sha256
+from mlir.errors import ConfigError, DataError
+
+__all__ = [
+    "MKQA_LANGS",
+    "MKQA_SHA256",
+    "MKQA_URL",
+    "MkqaAnswer",
+    "MkqaData",
+    "MkqaExample",
+    "download_mkqa",
+    "mkqa_from_records",
+    "read_mkqa",
+    "xquad_r_to_mkqa_records",
+]
+
+MKQA_LANGS = (
+    "ar", "da", "de", "en", "es", "fi", "fr", "he", "hu", "it", "ja", "km", "ko", "ms", "nl", "no",
+    "pl", "pt", "ru", "sv", "th", "tr", "vi", "zh_cn", "zh_hk", "zh_tw",
+)  # fmt: skip
+DROP_REASONS = ("missing_query", "missing_answers", "no_answer_text")
+
+
+@dataclass(frozen=True)
+class MkqaAnswer:
+    """One gold answer: its MKQA ``type`` (entity, date, number, short_phrase, binary, ...), text, aliases."""
+
+    type: str
+    text: str
+    aliases: tuple[str, ...] = ()
+    entity: str | None = None
+
+    def strings(self) -> list[str]:
+        """The text then its aliases, without repeats."""
+        return list(dict.fromkeys((self.text, *self.aliases)))
+
+
+@dataclass
+class MkqaExample:
+    """One MKQA question, restricted to the languages where it has a query and an answer text.
+
+    ``example_id`` is a string (the file stores a 64-bit integer). ``query`` is the original English
+    query; ``queries``/``answers`` are keyed by language code (``zh_cn`` etc.).
+    """
+
+    example_id: str
+    query: str
+    queries: dict[str, str]
+    answers: dict[str, list[MkqaAnswer]]
+
+    def answer_strings(self, lang: str) -> list[str]:
+        """All acceptable answer strings in ``lang`` (texts and aliases), for answer-recall metrics."""
+        out: dict[str, None] = {}
+        for a in self.answers.get(lang, ()):
+            out.update(dict.fromkeys(a.strings()))
+        return list(out)
+
+
+@dataclass
+class MkqaData:
+    """Parsed MKQA.
+
+    Attributes:
+        source: the file (or a description of the records).
+        langs: languages read (sorted).
+        examples: file order; only examples with at least one usable language.
+        kept: per language, how many examples it has.
+        dropped: per language, ``{"missing_query": n, "missing_answers": n, "no_answer_text": n}``.
+        meta: ``examples_in_file``, ``examples_without_any_language``, ``no_answer_types``
+            (answer ``type`` counts of the ``no_answer_text`` drops, all languages).
+    """
+
+    source: str
+    langs: list[str]
+    examples: list[MkqaExample]
+    kept: dict[str, int]
+    dropped: dict[str, dict[str, int]]
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def for_lang(self, lang: str) -> list[MkqaExample]:
+        """The examples usable in ``lang`` (query and answers present)."""
+        if lang not in self.langs:
+            raise ConfigError(f"language {lang!r} was not read; have {self.langs}", where="lang")
+        return [e for e in self.examples if lang in e.queries]
+
+
+def _parse_answers(raw, where: str) -> tuple[list[MkqaAnswer], Counter]:
+    """Answers with a text; and the types of those without one."""
+    if not isinstance(raw, list):
+        raise DataError(f"answers must be a list, got {type(raw).__name__}", where=where)
+    out, empty = [], Counter()
+    for k, a in enumerate(raw):
+        if not isinstance(a, dict):
+            raise DataError(f"answer {k} must be an object, got {type(a).__name__}", where=where)
+        typ = a.get("type")
+        typ = typ if isinstance(typ, str) else "unknown"
+        text = a.get("text")
+        if text is not None and not isinstance(text, str):
+            raise DataError(
+                f"answer {k} 'text' must be a string or null, got {type(text).__name__}", where=where
+            )
+        aliases = a.get("aliases") or []
+        if not isinstance(aliases, list) or not all(isinstance(x, str) for x in aliases):
+            raise DataError(f"answer {k} 'aliases' must be a list of strings", where=where)
+        if text is None or not text.strip():
+            empty[typ] += 1
+            continue
+        entity = a.get("entity")
+        out.append(
+            MkqaAnswer(
+                type=typ,
+                text=text.strip(),
+                aliases=tuple(x.strip() for x in aliases if x.strip()),
+                entity=entity if isinstance(entity, str) else None,
+            )
+        )
+    return out, empty
+
+
+def mkqa_from_records(
+    records: Iterable[tuple[str, dict]] | Iterable[dict],
+    langs: Sequence[str] | None = None,
+    source: str = "records",
+) -> MkqaData:
+    """Build :class:`MkqaData` from MKQA-format dicts (or ``(where, dict)`` pairs naming each record).
+
+    Used by :func:`read_mkqa` and for in-memory records such as :func:`xquad_r_to_mkqa_records`' output.
+    """
+    want = None if langs is None else list(dict.fromkeys(langs))
+    examples: list[MkqaExample] = []
+    dropped: dict[str, Counter] = {}
+    kept: Counter = Counter()
+    no_answer_types: Counter = Counter()
+    seen_langs: set[str] = set()
+    seen_ids: dict[str, str] = {}
+    n_in = 0
+    n_empty = 0
+    for i, item in enumerate(records):
+        where, r = item if isinstance(item, tuple) else (f"{source}[{i}]", item)
+        n_in += 1
+        eid = r.get("example_id")
+        if isinstance(eid, bool) or not isinstance(eid, (str, int)) or not str(eid).strip():
+            raise DataError("missing or invalid 'example_id' (string or integer)", where=where)
+        eid = str(eid)
+        if eid in seen_ids:
+            raise DataError(f"duplicate example_id {eid} (first at {seen_ids[eid]})", where=where)
+        seen_ids[eid] = where
+        queries, answers = r.get("queries"), r.get("answers")
+        if not isinstance(queries, dict):
+            raise DataError("missing 'queries' object (language -> query)", where=where)
+        if not isinstance(answers, dict):
+            raise DataError("missing 'answers' object (language -> list of answers)", where=where)
+        query = r.get("query")
+        query = query.strip() if isinstance(query, str) else ""
+        seen_langs.update(queries, answers)
+        ex = MkqaExample(eid, query, {}, {})
+        for lang in want if want is not None else sorted(set(queries) | set(answers)):
+            drop = dropped.setdefault(lang, Counter())
+            q = queries.get(lang)
+            if q is not None and not isinstance(q, str):
+                raise DataError(
+                    f"queries[{lang!r}] must be a string or null, got {type(q).__name__}", where=where
+                )
+            if q is None or not q.strip():
+                drop["missing_query"] += 1
+                continue
+            raw = answers.get(lang)
+            if not raw:
+                drop["missing_answers"] += 1
+                continue
+            good, empty = _parse_answers(raw, f"{where}: answers[{lang!r}]")
+            if not good:
+                drop["no_answer_text"] += 1
+                no_answer_types.update(empty)
+                continue
+            ex.queries[lang] = q.strip()
+            ex.answers[lang] = good
+            kept[lang] += 1
+        if ex.queries:
+            examples.append(ex)
+        else:
+            n_empty += 1
+    if want is not None:
+        unknown = [lang for lang in want if lang not in seen_langs]
+        if unknown and n_in:
+            raise ConfigError(
+                f"language(s) {unknown} do not occur in {source}; it has {sorted(seen_langs)}", where="langs"
+            )
+    read = sorted(want if want is not None else dropped)
+    for lang in read:  # records that lack a language altogether count as missing its query
+        d = dropped.setdefault(lang, Counter())
+        d["missing_query"] += n_in - kept[lang] - sum(d.values())
+    return MkqaData(
+        source=source,
+        langs=read,
+        examples=examples,
+        kept={lang: kept[lang] for lang in read},
+        dropped={lang: {k: dropped.get(lang, Counter())[k] for k in DROP_REASONS} for lang in read},
+        meta={
+            "examples_in_file": n_in,
+            "examples_without_any_language": n_empty,
+            "no_answer_types": dict(sorted(no_answer_types.items())),
+        },
+    )
+
+
+def read_mkqa(
+    path: str | os.PathLike,
+    langs: Sequence[str] | None = None,
+    sha256: str | None = None,
+) -> MkqaData:
+    """Read the official ``mkqa.jsonl.gz`` (or a subset in the same format).
+
+    ``sha256``: expected checksum of the file (mismatch -> :class:`DataError` naming the file); pass
+    :data:`MKQA_SHA256` for the official file once it is pinned. Malformed lines, truncated gzip and
+    non-UTF-8 bytes raise :class:`DataError` at ``path:line``.
+    """
+    path = Path(path)
+    verify_sha256(path, sha256)
+    records = ((f"{path}:{lineno}", obj) for lineno, obj in iter_jsonl(path))
+    return mkqa_from_records(records, langs=langs, source=str(path))
+
+
+def xquad_r_to_mkqa_records(
+    xquad,
+    langs: Sequence[str] | None = None,
+    *,
+    lang_map: Mapping[str, str] | None = None,
+    query_lang: str = "en",
+    answer_type: str = "short_phrase",
+) -> list[dict]:
+    """XQuAD-R (an :class:`~mlir.data.xquad_r.XquadR` or its directory) as official-format MKQA records.
+
+    One record per question id: ``example_id`` = the question id, ``query`` = the ``query_lang``
+    question (else the first language's), ``queries[lang]`` the question in each language that has it,
+    ``answers[lang]`` one ``{"type": answer_type, "text": t, "aliases": []}`` per distinct answer text.
+    Language codes are XQuAD-R's unless ``lang_map`` renames them (e.g. ``{"zh": "zh_cn"}`` to match
+    MKQA's code for Simplified Chinese).
+    """
+    from mlir.data.xquad_r import XquadR, read_xquad_r_candidates
+
+    data = xquad if isinstance(xquad, XquadR) else read_xquad_r_candidates(xquad, langs)
+    use = list(langs) if langs is not None else list(data.langs)
+    missing = [lang for lang in use if lang not in data.by_lang]
+    if missing:
+        raise ConfigError(f"language(s) {missing} not loaded; have {data.langs}", where="langs")
+    rename = dict(lang_map or {})
+    index = {lang: {qid: i for i, qid in enumerate(data[lang].ids)} for lang in use}
+    records = []
+    for qid in data.ids():
+        queries, answers = {}, {}
+        for lang in use:
+            i = index[lang].get(qid)
+            if i is None:
+                continue
+            d = data[lang]
+            key = rename.get(lang, lang)
+            queries[key] = d.questions[i]
+            answers[key] = [
+                {"type": answer_type, "text": t, "aliases": []} for t in dict.fromkeys(d.answers[i]) if t
+            ]
+        if not queries:
+            continue
+        q_key = rename.get(query_lang, query_lang)
+        query = queries.get(q_key, next(iter(queries.values())))
+        records.append({"example_id": qid, "query": query, "queries": queries, "answers": answers})
+    return records

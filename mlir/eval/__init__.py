@@ -1,0 +1,1 @@
+"""Evaluation: exact search and relevant ranks (search), trec_eval-compatible metrics (metrics)."""

@@ -1,0 +1,100 @@
+"""``eval.py``'s body: build the encoder (HF model or train.py checkpoint), evaluate, print, write JSON."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from mlir.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def _run_config(ckpt: Path) -> DictConfig | None:
+    """The ``.hydra/config.yaml`` of the train.py run a checkpoint belongs to (``RUN/checkpoints/x.ckpt``)."""
+    for parent in list(ckpt.resolve().parents)[:3]:
+        f = parent / ".hydra" / "config.yaml"
+        if f.is_file():
+            cfg = OmegaConf.load(f)
+            return cfg if isinstance(cfg, DictConfig) and "model" in cfg else None
+    return None
+
+
+def build_encoder(cfg: DictConfig) -> tuple[Any, str]:
+    """The encoder to evaluate and a description of where its weights come from.
+
+    With ``ckpt_path`` the whole ``RetrieverModule`` is instantiated from the model config (the
+    checkpoint's own run config when it has one and ``eval.model_from_run``) and its weights are loaded
+    with ``torch.load(weights_only=True)`` (:func:`mlir.checkpoint.load_module_weights`): a checkpoint
+    cannot run code, and a model/config mismatch is one readable error. Without it, ``model.encoder`` is
+    instantiated directly (a hub name, a local HF directory, or the offline/tiny aliases).
+    """
+    ckpt = cfg.get("ckpt_path")
+    if ckpt in (None, "", "null"):
+        if "encoder" not in cfg.model:
+            raise ConfigError("no model.encoder configured", where="model")
+        return hydra.utils.instantiate(cfg.model.encoder), str(cfg.model.encoder.get("name_or_path"))
+    path = Path(str(ckpt)).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"checkpoint '{path}' does not exist", where="ckpt_path")
+    model_cfg = cfg.model
+    if cfg.eval.get("model_from_run", True):
+        run_cfg = _run_config(path)
+        if run_cfg is not None:
+            log.info("model config taken from the checkpoint's run (%s)", path.parent.parent / ".hydra")
+            model_cfg = run_cfg.model
+    from mlir.checkpoint import load_module_weights
+
+    module = hydra.utils.instantiate(model_cfg)
+    load_module_weights(module, path)
+    return module.encoder, str(path)
+
+
+def evaluate_from_config(cfg: DictConfig) -> dict[str, float]:
+    """Evaluate per ``conf/eval.yaml``; prints the table and writes ``eval.output_file``."""
+    benchmarks = cfg.get("eval", {}).get("benchmarks")
+    if not benchmarks:
+        raise ConfigError(
+            "no benchmarks configured (add one: +benchmark@eval.benchmarks.xquad_r=xquad_r)", where="eval.benchmarks"
+        )
+    ckpt = cfg.get("ckpt_path")
+    if ckpt not in (None, "", "null") and not Path(str(ckpt)).expanduser().is_file():
+        raise ConfigError(f"checkpoint '{ckpt}' does not exist", where="ckpt_path")  # before the slow imports
+
+    from mlir.eval.callback import write_json_atomic
+    from mlir.eval.report_table import format_table
+    from mlir.eval.runner import evaluate
+    from mlir.eval.search import resolve_device
+
+    device = resolve_device(cfg.eval.get("device", "auto"))
+    t0 = time.perf_counter()
+    encoder, source = build_encoder(cfg)
+    if hasattr(encoder, "to"):
+        encoder = encoder.to(device)
+    log.info("evaluating %s on %s (model loaded in %.1fs)", source, device, time.perf_counter() - t0)
+    details: dict[str, Any] = {}
+    metrics = evaluate(
+        encoder,
+        benchmarks,
+        batch_size=cfg.eval.get("batch_size"),
+        device=device,
+        seed=cfg.get("seed"),
+        details=details,
+    )
+    seconds = time.perf_counter() - t0
+    columns = [tuple(c) for c in cfg.eval.get("table_columns") or []] or None
+    table = format_table(metrics, columns=columns) if columns else format_table(metrics)
+    print(table, flush=True)
+    print(f"\n{source}: {len(metrics)} metrics in {seconds:.1f}s", flush=True)
+    out = cfg.eval.get("output_file")
+    if out:
+        write_json_atomic(out, metrics)
+        print(f"metrics written to {out}", flush=True)
+    if cfg.eval.get("details_file"):
+        write_json_atomic(cfg.eval.details_file, {"source": source, "seconds": round(seconds, 3), "benchmarks": details})
+    return metrics

@@ -1,0 +1,209 @@
+"""Encode each unique text once, sharded across ranks.
+
+MKQA answers repeat across queries and languages ("2017", "yes", names written the same in 20 scripts
+of Latin languages), and the multilingual pool reuses every language's candidates: encoding is the
+expensive part of an evaluation, so texts are deduplicated first (queries and passages separately,
+since they get different prefixes) and indexed back afterwards.
+
+Under DDP every rank holds the same text list (tasks are built deterministically); each rank encodes
+one contiguous slice of the unique texts and the slices are ``all_gather``-ed, padded to equal length
+(gloo and NCCL need equal shapes). The result is the same ``[N, D]`` CPU tensor on every rank.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits in a distributed job.
+
+    ``broadcast(obj, src)`` sends a picklable object from ``src`` to every rank (defaults to
+    ``torch.distributed.broadcast_object_list`` when a process group is up).
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    broadcast: Callable[[object, int], object] | None = None
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @classmethod
+    def from_trainer(cls, trainer: object | None) -> DistInfo:
+        """Rank/world size/broadcast of a Lightning ``Trainer`` (single process when ``None``)."""
+        if trainer is None:
+            return cls.from_process_group()
+        world = int(getattr(trainer, "world_size", 1) or 1)
+        if world <= 1:
+            return cls()
+        strategy = getattr(trainer, "strategy", None)
+        bcast = getattr(strategy, "broadcast", None)
+        return cls(int(trainer.global_rank), world, (lambda obj, src: bcast(obj, src=src)) if bcast else None)
+
+    @classmethod
+    def from_process_group(cls) -> DistInfo:
+        """Rank/world size of an initialised ``torch.distributed`` group, else single process."""
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return cls(torch.distributed.get_rank(), torch.distributed.get_world_size())
+        return cls()
+
+    def broadcast_object(self, obj: object, src: int = 0) -> object:
+        if not self.distributed:
+            return obj
+        if self.broadcast is not None:
+            return self.broadcast(obj, src)
+        box = [obj if self.rank == src else None]
+        torch.distributed.broadcast_object_list(box, src=src)
+        return box[0]
+
+
+def dedupe(texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """Unique texts in first-seen order, and for each input text the index of its unique text."""
+    index: dict[str, int] = {}
+    inverse = np.empty(len(texts), dtype=np.int64)
+    for i, t in enumerate(texts):
+        j = index.get(t)
+        if j is None:
+            j = index[t] = len(index)
+        inverse[i] = j
+    return list(index), inverse
+
+
+def shard_bounds(n: int, rank: int, world_size: int) -> tuple[int, int]:
+    """Contiguous slice ``[start, end)`` of ``n`` items for ``rank``; sizes differ by at most one."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} outside world size {world_size}")
+    base, extra = divmod(n, world_size)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (1 if rank < extra else 0)
+
+
+def _collective_device() -> torch.device:
+    """NCCL only moves CUDA tensors; gloo (and anything else) moves CPU tensors."""
+    if torch.distributed.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def all_gather_rows(local: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
+    """Concatenate each rank's ``[sizes[r], D]`` block in rank order (padded for the collective)."""
+    world = len(sizes)
+    width = max(sizes) if sizes else 0
+    dev = _collective_device()
+    pad = torch.zeros(width, local.shape[1], dtype=local.dtype, device=dev)
+    pad[: local.shape[0]] = local.to(dev)
+    parts = [torch.empty_like(pad) for _ in range(world)]
+    torch.distributed.all_gather(parts, pad)
+    return torch.cat([p[:n].cpu() for p, n in zip(parts, sizes)])
+
+
+def _call(fn: Callable, texts: list[str], batch_size: int | None) -> torch.Tensor:
+    out = fn(texts, batch_size=batch_size) if batch_size else fn(texts)
+    if not isinstance(out, torch.Tensor):
+        out = torch.as_tensor(np.asarray(out))
+    return out.detach().float().cpu()
+
+
+def encode_unique(
+    encoder: object,
+    texts: Sequence[str],
+    side: str,
+    *,
+    batch_size: int | None = None,
+    dist: DistInfo | None = None,
+) -> tuple[torch.Tensor, np.ndarray]:
+    """Embeddings of the *unique* texts ``[U, D]`` and, per input text, its row in them.
+
+    ``side`` is ``"query"`` (``encoder.encode_queries``) or ``"passage"`` (``encoder.encode_passages``).
+    With ``dist.world_size > 1`` every rank must call this with the same texts (it is a collective).
+    """
+    if side not in ("query", "passage"):
+        raise ValueError(f"side must be 'query' or 'passage', got {side!r}")
+    fn = encoder.encode_queries if side == "query" else encoder.encode_passages
+    dist = dist or DistInfo()
+    uniq, inverse = dedupe(texts)
+    t0 = time.perf_counter()
+    if not uniq:
+        return torch.zeros(0, 0), inverse
+    if not dist.distributed:
+        emb = _call(fn, uniq, batch_size)
+    else:
+        sizes = [b - a for a, b in (shard_bounds(len(uniq), r, dist.world_size) for r in range(dist.world_size))]
+        start, end = shard_bounds(len(uniq), dist.rank, dist.world_size)
+        if end > start:
+            local = _call(fn, uniq[start:end], batch_size)
+        else:  # more ranks than texts: this rank only needs the width for the collective
+            local = _call(fn, uniq[:1], batch_size)[:0]
+        emb = all_gather_rows(local, sizes)
+    log.info(
+        "encoded %d unique %s texts (of %d) in %.1fs%s",
+        len(uniq),
+        side,
+        len(texts),
+        time.perf_counter() - t0,
+        f" on {dist.world_size} ranks" if dist.distributed else "",
+    )
+    return emb, inverse
+
+
+def encode_texts(
+    encoder: object,
+    texts: Sequence[str],
+    side: str,
+    *,
+    batch_size: int | None = None,
+    dist: DistInfo | None = None,
+) -> torch.Tensor:
+    """``[len(texts), D]`` embeddings, each distinct text encoded once (see :func:`encode_unique`)."""
+    emb, inverse = encode_unique(encoder, texts, side, batch_size=batch_size, dist=dist)
+    if emb.numel() == 0 and not len(texts):
+        return emb
+    return emb[torch.from_numpy(inverse)]
+
+
+class HashingEncoder:
+    """A model-free, deterministic encoder: hashed character n-gram counts, L2-normalised.
+
+    Lexical overlap is all it sees, so it is a weak but instant baseline that needs no weights: protocol
+    tests and smoke runs of the evaluation plumbing use it. Queries and passages share the space.
+    """
+
+    def __init__(self, dim: int = 256, ngram: tuple[int, ...] = (2, 3, 4)):
+        self.dim = int(dim)
+        self.ngram = tuple(ngram)
+        self.calls: list[tuple[str, int]] = []  # (side, number of texts), for tests of deduplication
+
+    def _one(self, text: str) -> np.ndarray:
+        import zlib
+
+        v = np.zeros(self.dim, dtype=np.float32)
+        t = f" {text.lower()} "
+        for n in self.ngram:
+            for i in range(max(len(t) - n + 1, 1)):
+                h = zlib.crc32(t[i : i + n].encode("utf-8"))
+                v[h % self.dim] += 1.0 if (h >> 31) & 1 else -1.0
+        norm = float(np.linalg.norm(v))
+        return v / norm if norm > 0 else v
+
+    def _encode(self, texts: Sequence[str], side: str) -> torch.Tensor:
+        self.calls.append((side, len(texts)))
+        if not len(texts):
+            return torch.zeros(0, self.dim)
+        return torch.from_numpy(np.stack([self._one(t) for t in texts]))
+
+    def encode_queries(self, texts: Sequence[str], batch_size: int | None = None) -> torch.Tensor:
+        return self._encode(texts, "query")
+
+    def encode_passages(self, texts: Sequence[str], batch_size: int | None = None) -> torch.Tensor:
+        return self._encode(texts, "passage")

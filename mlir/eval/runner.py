@@ -1,0 +1,249 @@
+"""Run benchmarks on an encoder and return FLAT metric keys.
+
+Keys (``{benchmark}`` is the configured name, e.g. ``xquad_r``, ``mkqa``, ``xquad_r_mkqa``):
+
+* ``{benchmark}/{setting}/{metric}/{lang}``: mean over the queries asked in ``lang`` (the *query*
+  language). For ``cross`` it is the mean over that query language's target languages of the per-pair
+  means; with ``cross.pair_keys: true`` the pairs are also reported as ``{benchmark}/cross/{metric}/{x}-{y}``.
+* ``{benchmark}/{setting}/{metric}``: the macro average over query languages.
+* ``{benchmark}/avg/{metric}``: the mean of the settings' macro averages (mono, cross, multi as run) for
+  every metric they share; ``{benchmark}/avg/ndcg@10`` is the default checkpoint/early-stopping monitor.
+* ``{benchmark}/multi/rank_distance[/{lang}]``: language bias in the multilingual pool (see
+  :func:`mlir.eval.tasks.language_rank_distance`), averaged over a language's queries with at least two
+  languages' relevant documents, then over languages.
+
+``metric`` is one of the names :func:`mlir.eval.metrics.compute_metrics` returns (``ndcg@10``, ``map``,
+``recall@1/5/10/100``, ``mrr@10``). All of them come from the rank of *every* relevant document in the
+full ranking (:func:`mlir.eval.search.relevant_ranks`, by counting), never from a truncated top-k list.
+Undefined values (a language without evaluable queries; rank distance with a single language) are left
+out rather than reported as NaN.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from mlir.eval.benchmarks import Benchmark, load_benchmarks
+from mlir.eval.encode import DistInfo, encode_texts
+from mlir.eval.tasks import RetrievalTask, SettingQueries, language_rank_distance
+
+log = logging.getLogger(__name__)
+
+
+def _slices(sizes: Sequence[int]) -> list[slice]:
+    out, start = [], 0
+    for n in sizes:
+        out.append(slice(start, start + n))
+        start += n
+    return out
+
+
+def _mean(x: np.ndarray) -> float:
+    x = np.asarray(x, dtype=np.float64)
+    x = x[~np.isnan(x)]
+    return float(x.mean()) if len(x) else float("nan")
+
+
+def _score_view(
+    view: SettingQueries,
+    q_emb: torch.Tensor,
+    d_emb: torch.Tensor,
+    ks: Sequence[int],
+    device: Any,
+    with_rank_distance: bool,
+) -> dict[str, np.ndarray]:
+    """Per-query metric arrays for one view (its queries' embeddings ``q_emb``, the searched ``d_emb``)."""
+    from mlir.eval.metrics import compute_metrics
+    from mlir.eval.search import relevant_ranks
+
+    if not len(view.rows):
+        return {}
+    q = q_emb[torch.from_numpy(view.rows)]
+    ranks = relevant_ranks(q, d_emb, view.rel, device=device)
+    per_query = dict(compute_metrics(ranks, ks=tuple(ks)))
+    if with_rank_distance:
+        per_query["rank_distance"] = language_rank_distance(ranks, view.rel_lang, _relevant_scores(q, d_emb, view.rel))
+    return per_query
+
+
+def _relevant_scores(q: torch.Tensor, d: torch.Tensor, rel: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Inner products of each query with its relevant documents, one row-wise reduction per pair.
+
+    Element-wise product then a sum over the last dimension reduces every pair the same way, so equal
+    vectors give bit-identical scores (what :func:`language_rank_distance` needs to detect ties).
+    """
+    lens = [len(r) for r in rel]
+    if not sum(lens):
+        return [np.zeros(0) for _ in rel]
+    qi = torch.repeat_interleave(torch.arange(len(rel)), torch.as_tensor(lens))
+    di = torch.from_numpy(np.concatenate([np.asarray(r, dtype=np.int64) for r in rel]))
+    s = (q[qi].float() * d[di].float()).sum(-1).numpy()
+    return np.split(s, np.cumsum(lens)[:-1])
+
+
+def score_task(
+    task: RetrievalTask,
+    q_emb: torch.Tensor,
+    d_emb: torch.Tensor,
+    *,
+    settings: Sequence[str] = ("mono", "cross", "multi"),
+    pairs: Sequence[tuple[str, str]] | None = None,
+    ks: Sequence[int] = (1, 5, 10, 100),
+    device: Any = None,
+    pair_keys: bool = False,
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Metrics of one task from its embeddings.
+
+    ``q_emb`` rows follow ``task.queries[lang].texts`` for ``lang`` in ``task.langs``, concatenated;
+    ``d_emb`` rows follow ``task.docs[lang]`` likewise. Returns (flat metrics, query counts per view).
+    """
+    name = task.name
+    q_sl = dict(zip(task.langs, _slices([len(task.queries[x].texts) for x in task.langs])))
+    d_sl = dict(zip(task.langs, _slices([len(task.docs[x]) for x in task.langs])))
+    out: dict[str, float] = {}
+    counts: dict[str, dict[str, dict[str, int]]] = {}
+
+    def record(setting: str, key: str, view: SettingQueries, per_query: dict[str, np.ndarray]) -> dict[str, float]:
+        counts.setdefault(setting, {})[key] = {"queries": len(view.rows), "dropped": view.dropped, "merged": view.merged}
+        return {m: _mean(v) for m, v in per_query.items()}
+
+    per_lang: dict[str, dict[str, dict[str, float]]] = {}
+    if "mono" in settings:
+        res = {}
+        for lang in task.langs:
+            v = task.view(lang, [lang])
+            pq = _score_view(v, q_emb[q_sl[lang]], d_emb[d_sl[lang]], ks, device, False)
+            if pq:
+                res[lang] = record("mono", lang, v, pq)
+        per_lang["mono"] = res
+    if "cross" in settings:
+        pairs = list(pairs) if pairs is not None else task.cross_pairs()
+        by_src: dict[str, list[dict[str, float]]] = {}
+        for x, y in pairs:
+            v = task.view(x, [y])
+            pq = _score_view(v, q_emb[q_sl[x]], d_emb[d_sl[y]], ks, device, False)
+            if not pq:
+                continue
+            m = record("cross", f"{x}-{y}", v, pq)
+            by_src.setdefault(x, []).append(m)
+            if pair_keys:
+                for metric, val in m.items():
+                    out[f"{name}/cross/{metric}/{x}-{y}"] = val
+        per_lang["cross"] = {
+            x: {metric: _mean(np.array([m[metric] for m in ms])) for metric in ms[0]} for x, ms in by_src.items()
+        }
+    if "multi" in settings:
+        res = {}
+        for lang in task.langs:
+            v = task.view(lang, task.langs)
+            pq = _score_view(v, q_emb[q_sl[lang]], d_emb, ks, device, True)
+            if pq:
+                res[lang] = record("multi", lang, v, pq)
+        per_lang["multi"] = res
+
+    macro: dict[str, dict[str, float]] = {}
+    for setting, res in per_lang.items():
+        metrics = sorted({m for r in res.values() for m in r})
+        for metric in metrics:
+            for lang, r in res.items():
+                out[f"{name}/{setting}/{metric}/{lang}"] = r[metric]
+            macro.setdefault(setting, {})[metric] = out[f"{name}/{setting}/{metric}"] = _mean(
+                np.array([r[metric] for r in res.values() if metric in r])
+            )
+    shared = set.intersection(*(set(m) for m in macro.values())) if macro else set()
+    for metric in sorted(shared - {"rank_distance"}):
+        out[f"{name}/avg/{metric}"] = _mean(np.array([macro[s][metric] for s in macro]))
+    return {k: v for k, v in out.items() if not np.isnan(v)}, counts
+
+
+def _concat_texts(task: RetrievalTask) -> tuple[list[str], list[str]]:
+    q = [t for x in task.langs for t in task.queries[x].texts]
+    d = [t for x in task.langs for t in task.docs[x]]
+    return q, d
+
+
+def evaluate_benchmark(
+    encoder: Any,
+    bench: Benchmark,
+    *,
+    batch_size: int | None = None,
+    device: Any = None,
+    dist: DistInfo | None = None,
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Encode (sharded, deduplicated) and score one benchmark; every rank gets the same metrics."""
+    dist = dist or DistInfo()
+    task = bench.task
+    t0 = time.perf_counter()
+    q_texts, d_texts = _concat_texts(task)
+    q_emb = encode_texts(encoder, q_texts, "query", batch_size=batch_size, dist=dist)
+    d_emb = encode_texts(encoder, d_texts, "passage", batch_size=batch_size, dist=dist)
+    t_enc = time.perf_counter() - t0
+    result = None
+    if dist.rank == 0:
+        c = bench.config
+        metrics, counts = score_task(
+            task,
+            q_emb,
+            d_emb,
+            settings=c.settings,
+            pairs=bench.cross_pairs() if "cross" in c.settings else None,
+            ks=c.ks,
+            device=device,
+            pair_keys=bool(c.cross.get("pair_keys", False)),
+        )
+        t_all = time.perf_counter() - t0
+        info = {
+            "task": task.summary(),
+            "counts": counts,
+            "seconds": {"encode": round(t_enc, 3), "total": round(t_all, 3)},
+            "texts": {"queries": len(q_texts), "docs": len(d_texts)},
+        }
+        result = (metrics, info)
+        log.info(
+            "%s: %s in %.1fs (encoding %.1fs)",
+            task.name,
+            ", ".join(f"{k.split('/', 1)[1]}={v:.4f}" for k, v in metrics.items() if k.count("/") == 2 and "@10" in k),
+            t_all,
+            t_enc,
+        )
+    result = dist.broadcast_object(result, 0)
+    return result
+
+
+def evaluate(
+    encoder: Any,
+    benchmarks: Mapping[str, Any] | Sequence[Benchmark],
+    *,
+    batch_size: int | None = None,
+    device: Any = None,
+    trainer: Any = None,
+    dist: DistInfo | None = None,
+    seed: int | None = None,
+    max_queries_per_lang: int | None = None,
+    details: dict[str, Any] | None = None,
+) -> dict[str, float]:
+    """Evaluate ``encoder`` on ``benchmarks`` (``eval.benchmarks``: name -> config, or built Benchmarks).
+
+    ``encoder`` has ``encode_queries``/``encode_passages`` (see ``docs/ARCHITECTURE.md``). Under DDP pass
+    the ``trainer`` (or ``dist``): all ranks must call this; each encodes a shard, rank 0 scores and the
+    metrics are broadcast, so every rank returns the same dict. ``seed`` is the default query-subsample
+    seed of benchmarks that set none; ``max_queries_per_lang`` overrides the benchmarks' own subsample.
+    ``details``, if given, receives per-benchmark counts and timings.
+    """
+    dist = dist or DistInfo.from_trainer(trainer)
+    if device is None and trainer is not None:
+        device = getattr(getattr(trainer, "strategy", None), "root_device", None)
+    out: dict[str, float] = {}
+    for bench in load_benchmarks(benchmarks, seed=seed):
+        bench = bench.with_max_queries(max_queries_per_lang)
+        metrics, info = evaluate_benchmark(encoder, bench, batch_size=batch_size, device=device, dist=dist)
+        out.update(metrics)
+        if details is not None:
+            details[bench.name] = info
+    return out

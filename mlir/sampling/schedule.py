@@ -1,0 +1,93 @@
+"""The mono-batch probability ``alpha`` as a function of the global training step.
+
+Hybrid batch training draws each global batch as X-X-mono with probability ``alpha`` and as X-Y
+otherwise. ``alpha`` can be constant or move linearly (e.g. from mostly-monolingual early training to
+mostly-cross-lingual late training); keeping the schedule a pure function of the global step is what
+lets every DDP rank, and a resumed run, agree on each batch's kind without communicating.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mlir.errors import ConfigError
+
+SCHEDULES = ("constant", "linear")
+
+
+def _check_prob(value: float | None, key: str) -> float:
+    """A probability from the config, or a ConfigError naming ``key``."""
+    try:
+        v = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigError(f"must be a number in [0, 1], got {value!r}", where=key) from None
+    if not 0.0 <= v <= 1.0:  # also rejects NaN
+        raise ConfigError(f"must be in [0, 1], got {value!r}", where=key)
+    return v
+
+
+@dataclass(frozen=True)
+class AlphaSchedule:
+    """``alpha(t)`` for global step ``t`` (0-based).
+
+    ``constant``: ``alpha`` at every step. ``linear``: ``alpha_start`` at step 0 to ``alpha_end`` at
+    step ``total_steps - 1``, held at ``alpha_end`` afterwards.
+    """
+
+    kind: str
+    start: float
+    end: float
+    total_steps: int | None = None
+
+    @classmethod
+    def from_config(
+        cls,
+        alpha: float,
+        schedule: str = "constant",
+        alpha_start: float | None = None,
+        alpha_end: float | None = None,
+        total_steps: int | None = None,
+    ) -> AlphaSchedule:
+        """Validate the ``sampler.*`` keys; every problem is a ConfigError naming its key."""
+        a = _check_prob(alpha, "sampler.alpha")
+        if schedule not in SCHEDULES:
+            raise ConfigError(
+                f"unknown schedule {schedule!r}; choose one of {list(SCHEDULES)}", "sampler.schedule"
+            )
+        if schedule == "constant":
+            return cls("constant", a, a, total_steps)
+        if alpha_start is None or alpha_end is None:
+            key = "sampler.alpha_start" if alpha_start is None else "sampler.alpha_end"
+            raise ConfigError("the linear schedule needs both alpha_start and alpha_end", where=key)
+        a0 = _check_prob(alpha_start, "sampler.alpha_start")
+        a1 = _check_prob(alpha_end, "sampler.alpha_end")
+        if total_steps is None:
+            raise ConfigError(
+                "the linear schedule needs the number of training steps "
+                "(set sampler.total_steps or sampler.max_epochs)",
+                where="sampler.total_steps",
+            )
+        if int(total_steps) < 1:
+            raise ConfigError(f"must be >= 1, got {total_steps!r}", where="sampler.total_steps")
+        return cls("linear", a0, a1, int(total_steps))
+
+    @property
+    def max_alpha(self) -> float:
+        """Largest alpha ever used: > 0 means X-X-mono batches can occur."""
+        return max(self.start, self.end)
+
+    @property
+    def min_alpha(self) -> float:
+        """Smallest alpha ever used: < 1 means X-Y batches can occur."""
+        return min(self.start, self.end)
+
+    def __call__(self, steps: np.ndarray | int) -> np.ndarray:
+        """alpha at the given global step(s), as float64 (vectorised so an epoch's plan is one call)."""
+        t = np.asarray(steps, dtype=np.float64)
+        if self.kind == "constant":
+            return np.full(t.shape, self.start)
+        denom = max(1, (self.total_steps or 1) - 1)
+        frac = np.clip(t / denom, 0.0, 1.0)
+        return self.start + (self.end - self.start) * frac

@@ -1,0 +1,61 @@
+"""Shared fixtures: tiny random models built in the test session, data-dir resolution."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A saved tiny random BERT (hidden 32, 2 layers) with a byte-level BPE tokenizer."""
+    from mlir.models.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-bert")
+
+
+# --- shared data (../shared/data or MLIR_DATA_DIR); tests that need it skip with the reason -------
+
+
+def _shared_data_dir():
+    from pathlib import Path
+
+    from mlir.paths import default_data_dir
+
+    return Path(default_data_dir(cwd=Path(__file__).resolve().parents[1]))
+
+
+@pytest.fixture(scope="session")
+def data_dir():
+    """The shared data directory (MLIR_DATA_DIR, else ../shared/data); skip when it is absent."""
+    d = _shared_data_dir()
+    if not d.is_dir():
+        pytest.skip(f"shared data not found at {d} (set MLIR_DATA_DIR or provide ../shared/data)")
+    return d
+
+
+@pytest.fixture(scope="session")
+def xquad_r_dir(data_dir):
+    """``<data>/xquad-r`` with all 11 XQuAD-R languages; skip when any file is missing."""
+    d = data_dir / "xquad-r"
+    langs = ("ar", "de", "el", "en", "es", "hi", "ru", "th", "tr", "vi", "zh")
+    missing = [lang for lang in langs if not (d / f"{lang}.json").is_file()]
+    if missing:
+        pytest.skip(f"XQuAD-R files {missing} not found in {d}")
+    return d
+
+
+@pytest.fixture(scope="session")
+def mkqa_test_file(data_dir):
+    """``<data>/mkqa/test_mkqa.jsonl.gz`` (6 official-format records); skip when absent."""
+    f = data_dir / "mkqa" / "test_mkqa.jsonl.gz"
+    if not f.is_file():
+        pytest.skip(f"MKQA test file not found at {f}")
+    return f

@@ -1,0 +1,17 @@
+"""Train a multilingual dual encoder: ``python train.py [overrides]`` (see conf/train.yaml)."""
+
+import hydra
+from omegaconf import DictConfig
+
+import mlir.config  # noqa: F401  (OmegaConf resolvers used by conf/)
+from mlir.train import optimized_value, run_main, train
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    metrics = run_main(train, cfg)
+    return optimized_value(cfg, metrics)
+
+
+if __name__ == "__main__":
+    main()
