@@ -51,7 +51,13 @@ def test_ndcg_hand_computed():
 
 
 def test_ap_recall_mrr_rank_distance_hand_computed():
-    ranks = [np.array([6, 1, 3]), np.array([12, 15]), np.array([3, 1, 7]), np.array([5]), np.array([], np.int64)]
+    ranks = [
+        np.array([6, 1, 3]),
+        np.array([12, 15]),
+        np.array([3, 1, 7]),
+        np.array([5]),
+        np.array([], np.int64),
+    ]
     # AP of ranks {1, 3, 6}: (1/1 + 2/3 + 3/6) / 3 = 0.722222; of {12, 15}: (1/12 + 2/15) / 2 = 0.108333
     # of {1, 3, 7}: (1 + 2/3 + 3/7) / 3 = 0.698413; of {5}: 0.2
     np.testing.assert_allclose(average_precision(ranks)[:4], [0.722222, 0.108333, 0.698413, 0.2], atol=1e-6)
@@ -68,7 +74,16 @@ def test_ap_recall_mrr_rank_distance_hand_computed():
 def test_compute_metrics_names_and_flat_input():
     ranks = [np.array([2, 9]), np.array([1])]
     m = compute_metrics(ranks, rank_distance=True)
-    assert list(m) == ["ndcg@10", "map", "recall@1", "recall@5", "recall@10", "recall@100", "mrr@10", "rank_distance"]
+    assert list(m) == [
+        "ndcg@10",
+        "map",
+        "recall@1",
+        "recall@5",
+        "recall@10",
+        "recall@100",
+        "mrr@10",
+        "rank_distance",
+    ]
     assert "rank_distance" not in compute_metrics(ranks)
     flat = compute_metrics(FlatRanks(np.array([2, 9, 1]), np.array([0, 2, 3])), rank_distance=True)
     for k in m:
@@ -146,8 +161,9 @@ def test_metrics_match_pytrec_eval_including_ties(levels, seed):
         d = (rng.integers(-levels, levels + 1, (n_docs, dim)) / levels).astype(np.float32)
     rel = [rng.choice(n_docs, size=rng.integers(1, 6), replace=False) for _ in range(n_q)]
     scores = q.astype(np.float64) @ d.astype(np.float64).T
-    if levels is not None:
-        assert all(len(np.unique(row)) < n_docs // 4 for row in scores[:, :]) or levels > 1
+    if levels is not None:  # most relevant docs share their score with another doc: ties decide ranks
+        tied = [np.sum(scores[i] == scores[i, r]) > 1 for i, rs in enumerate(rel) for r in rs]
+        assert np.mean(tied) > 0.5
 
     ours = compute_metrics(relevant_ranks(q, d, rel, q_chunk=64, d_chunk=128), ks=(1, 5, 10, 100))
     trec = trec_eval_measures(scores, rel)

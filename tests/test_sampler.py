@@ -383,6 +383,23 @@ def test_config_errors_name_their_key(kw, key):
     assert e.value.where == key
 
 
+@pytest.mark.parametrize("batch_size", [0, -4, 2.5, "many", True])
+def test_batch_size_must_be_a_positive_integer(batch_size):
+    with pytest.raises(ConfigError) as e:
+        HybridBatchSampler(synth(200), batch_size)
+    assert e.value.where == "data.batch_size"
+
+
+def test_requested_language_without_rows_is_an_error():
+    data = synth(200)
+    data["langs"] = [*LANGS, "sw"]  # declared, but no row is in Swahili
+    HybridBatchSampler(data, 8)  # unused languages without rows are ignored
+    for langs in (["en", "sw"], []):
+        with pytest.raises(ConfigError) as e:
+            HybridBatchSampler(data, 8, langs=langs)
+        assert e.value.where == "sampler.langs"
+
+
 def test_batch_too_large_for_a_language():
     data = synth(500, langs=("en", "sw"), lang_sizes=(1.0, 0.02), seed=1)
     n_sw = int((data["lang_idx"] == 1).sum())
@@ -418,8 +435,11 @@ def test_load_state_from_other_config_warns():
         b.load_state_dict(a.state_at(0, 3))
 
 
-def test_clusters_match_a_reference_union_find():
-    from mlir.sampling.hybrid import _clusters
+@pytest.mark.parametrize("rounds", [1, 6])  # 1 round forces the scipy fallback on chains
+def test_clusters_match_a_reference_union_find(rounds, monkeypatch):
+    from mlir.sampling import hybrid
+
+    monkeypatch.setattr(hybrid, "_PROPAGATION_ROUNDS", rounds)
 
     rng = np.random.default_rng(0)
     for trial in range(20):
@@ -442,7 +462,7 @@ def test_clusters_match_a_reference_union_find():
         for i, t in zip(pid.tolist(), pas.tolist()):
             j = owner.setdefault(t, i)
             parent[find(i)] = find(j)
-        labels = _clusters(pid, pas, n_ids)
+        labels = hybrid._clusters(pid, pas, n_ids)
         for i in range(n_ids):
             for j in range(n_ids):
                 assert (labels[i] == labels[j]) == (find(i) == find(j))

@@ -10,6 +10,7 @@ from mlir.errors import ConfigError
 from mlir.eval import search
 from mlir.eval.search import relevant_ranks, relevant_ranks_flat, resolve_device, topk
 
+
 @pytest.fixture(autouse=True)
 def one_thread():
     """Tiny GEMMs gain nothing from threads, and on a loaded 2-core box OpenMP spinning makes them 10x
@@ -104,7 +105,9 @@ def test_relevant_ranks_agree_with_topk_positions_on_continuous_float32():
     d[400] = d[17]
     d[401] = d[17]
     rng = np.random.default_rng(3)
-    rel = [np.concatenate([[401, 17, 400], rng.choice(np.arange(18, 400), 2, replace=False)]) for _ in range(70)]
+    rel = [
+        np.concatenate([[401, 17, 400], rng.choice(np.arange(18, 400), 2, replace=False)]) for _ in range(70)
+    ]
     for qc, dc in [(70, 500), (16, 128), (3, 401)]:
         got = relevant_ranks(q, d, rel, q_chunk=qc, d_chunk=dc)
         _, idx = topk(q, d, k=500, q_chunk=qc, d_chunk=dc)

@@ -60,14 +60,14 @@ def evaluate_from_config(cfg: DictConfig) -> dict[str, float]:
     benchmarks = cfg.get("eval", {}).get("benchmarks")
     if not benchmarks:
         raise ConfigError(
-            "no benchmarks configured (add one: +benchmark@eval.benchmarks.xquad_r=xquad_r)", where="eval.benchmarks"
+            "no benchmarks configured (add one: +benchmark@eval.benchmarks.xquad_r=xquad_r)",
+            where="eval.benchmarks",
         )
     ckpt = cfg.get("ckpt_path")
     if ckpt not in (None, "", "null") and not Path(str(ckpt)).expanduser().is_file():
         raise ConfigError(f"checkpoint '{ckpt}' does not exist", where="ckpt_path")  # before the slow imports
 
-    from mlir.eval.callback import write_json_atomic
-    from mlir.eval.report_table import format_table
+    from mlir.eval.report_table import format_table, write_json_atomic
     from mlir.eval.runner import evaluate
     from mlir.eval.search import resolve_device
 
@@ -96,5 +96,7 @@ def evaluate_from_config(cfg: DictConfig) -> dict[str, float]:
         write_json_atomic(out, metrics)
         print(f"metrics written to {out}", flush=True)
     if cfg.eval.get("details_file"):
-        write_json_atomic(cfg.eval.details_file, {"source": source, "seconds": round(seconds, 3), "benchmarks": details})
+        write_json_atomic(
+            cfg.eval.details_file, {"source": source, "seconds": round(seconds, 3), "benchmarks": details}
+        )
     return metrics

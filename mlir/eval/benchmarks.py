@@ -46,7 +46,11 @@ MKQA_LANGS = (
     "pt", "ru", "sv", "th", "tr", "vi", "zh_cn", "zh_hk", "zh_tw",
 )  # fmt: skip
 TYPES = ("mkqa", "xquad_r", "mlqa_r", "xquad_r_mkqa", "mlqa_r_mkqa")
-CANDIDATE_MODES = {"sentence": "sentence", "sentence_with_paragraph": "sentence_context", "paragraph": "paragraph"}
+CANDIDATE_MODES = {
+    "sentence": "sentence",
+    "sentence_with_paragraph": "sentence_context",
+    "paragraph": "paragraph",
+}
 DEFAULT_KS = (1, 5, 10, 100)
 
 
@@ -63,7 +67,9 @@ def mkqa_task(data: Any, langs: Sequence[str] | None = None, name: str = "mkqa")
     langs = [str(x) for x in (langs if langs is not None else data.langs)]
     unknown = [x for x in langs if x not in data.langs]
     if unknown:
-        raise ConfigError(f"unknown language(s) {unknown}; {name} has {data.langs}", where=f"benchmarks.{name}.langs")
+        raise ConfigError(
+            f"unknown language(s) {unknown}; {name} has {data.langs}", where=f"benchmarks.{name}.langs"
+        )
     examples = data.examples
     query_ids = [e.example_id for e in examples]
     queries, docs, rel = {}, {}, {}
@@ -109,11 +115,14 @@ def mkqa_task(data: Any, langs: Sequence[str] | None = None, name: str = "mkqa")
 # ----------------------------------------------------------------------------------------- XQuAD-R
 
 
-def lareqa_task(data: Any, candidates: str = "sentence", sep: str = " ", name: str = "xquad_r") -> RetrievalTask:
+def lareqa_task(
+    data: Any, candidates: str = "sentence", sep: str = " ", name: str = "xquad_r"
+) -> RetrievalTask:
     """The LAReQA protocol over :class:`mlir.data.xquad_r.XquadR` (see the module doc)."""
     if candidates not in CANDIDATE_MODES:
         raise ConfigError(
-            f"unknown candidates {candidates!r}; use one of {sorted(CANDIDATE_MODES)}", where=f"benchmarks.{name}.candidates"
+            f"unknown candidates {candidates!r}; use one of {sorted(CANDIDATE_MODES)}",
+            where=f"benchmarks.{name}.candidates",
         )
     mode = CANDIDATE_MODES[candidates]
     query_ids = data.ids()
@@ -169,7 +178,9 @@ class BenchmarkConfig:
     download: bool = True
 
     @classmethod
-    def from_mapping(cls, name: str, cfg: Mapping[str, Any] | None, seed: int | None = None) -> BenchmarkConfig:
+    def from_mapping(
+        cls, name: str, cfg: Mapping[str, Any] | None, seed: int | None = None
+    ) -> BenchmarkConfig:
         cfg = _plain(cfg or {})
         where = f"benchmarks.{name}"
         known = set(cls.__dataclass_fields__) - {"name"}
@@ -178,10 +189,13 @@ class BenchmarkConfig:
             raise ConfigError(f"unknown key(s) {unknown}; known: {sorted(known)}", where=where)
         kind = cfg.get("type", name)
         if kind not in TYPES:
-            raise ConfigError(f"unknown benchmark type {kind!r}; use one of {list(TYPES)}", where=f"{where}.type")
+            raise ConfigError(
+                f"unknown benchmark type {kind!r}; use one of {list(TYPES)}", where=f"{where}.type"
+            )
         if kind != "mkqa" and name == "mkqa":
             raise ConfigError(
-                f"a '{kind}' benchmark must not be reported as 'mkqa'; name it after its source (e.g. {kind})", where=where
+                f"a '{kind}' benchmark must not be reported as 'mkqa'; name it after its source (e.g. {kind})",
+                where=where,
             )
         settings = cfg.get("settings") or list(SETTINGS)
         if isinstance(settings, str):
@@ -216,7 +230,8 @@ class BenchmarkConfig:
         )
         if out.candidates not in CANDIDATE_MODES:
             raise ConfigError(
-                f"unknown candidates {out.candidates!r}; use one of {sorted(CANDIDATE_MODES)}", where=f"{where}.candidates"
+                f"unknown candidates {out.candidates!r}; use one of {sorted(CANDIDATE_MODES)}",
+                where=f"{where}.candidates",
             )
         return out
 
@@ -303,14 +318,18 @@ def _eval_groups(cfg: BenchmarkConfig, groups: Sequence[str]) -> list[str]:
         held = [str(g) for g in split.pop("groups")]
         unknown = sorted(set(held) - set(groups))
         if unknown:
-            raise ConfigError(f"unknown group(s) {unknown[:5]} (known e.g. {sorted(groups)[:3]})", where=f"{where}.groups")
+            raise ConfigError(
+                f"unknown group(s) {unknown[:5]} (known e.g. {sorted(groups)[:3]})", where=f"{where}.groups"
+            )
     else:
         from mlir.data.splits import choose_eval_groups
 
         bad = sorted(set(split) - {"eval_fraction", "n_eval_groups", "seed"})
         if bad:
             raise ConfigError(f"unknown key(s) {bad}", where=where)
-        held = choose_eval_groups(groups, split.get("eval_fraction"), split.get("n_eval_groups"), int(split.get("seed", 0)))
+        held = choose_eval_groups(
+            groups, split.get("eval_fraction"), split.get("n_eval_groups"), int(split.get("seed", 0))
+        )
     return sorted(held) if part == "heldout" else sorted(set(groups) - set(held))
 
 
@@ -336,7 +355,9 @@ def load_benchmark(name: str, cfg: Mapping[str, Any] | BenchmarkConfig, seed: in
             task = lareqa_task(data, cfg.candidates, cfg.candidate_sep, name=cfg.name)
     else:
         if cfg.split:
-            raise ConfigError("MKQA has no article groups to split on; remove split", where=f"benchmarks.{cfg.name}.split")
+            raise ConfigError(
+                "MKQA has no article groups to split on; remove split", where=f"benchmarks.{cfg.name}.split"
+            )
         task = mkqa_task(_read_mkqa(cfg), name=cfg.name)
     task = task.select_langs(cfg.langs)
     if groups is not None:

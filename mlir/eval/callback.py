@@ -14,10 +14,7 @@ x setting heatmap. Each evaluation is written atomically to
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,31 +26,10 @@ import torch
 from mlir.errors import ConfigError
 from mlir.eval.benchmarks import Benchmark, load_benchmarks
 from mlir.eval.encode import DistInfo
-from mlir.eval.report_table import format_table, heatmap_figure, table_rows
+from mlir.eval.report_table import format_table, heatmap_figure, table_rows, write_json_atomic
 from mlir.eval.runner import evaluate_benchmark
 
 log = logging.getLogger(__name__)
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
-    """Write JSON through a temporary file in the same directory and ``os.replace`` it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True, allow_nan=False, default=_jsonable)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _jsonable(x: Any) -> Any:
-    if hasattr(x, "tolist"):
-        return x.tolist()
-    return str(x)
 
 
 class RetrievalEvalCallback(L.Callback):
@@ -94,7 +70,9 @@ class RetrievalEvalCallback(L.Callback):
     ):
         super().__init__()
         if every_n_steps is not None and int(every_n_steps) < 1:
-            raise ConfigError(f"must be >= 1 or null, got {every_n_steps}", where="callbacks.retrieval_eval.every_n_steps")
+            raise ConfigError(
+                f"must be >= 1 or null, got {every_n_steps}", where="callbacks.retrieval_eval.every_n_steps"
+            )
         if not benchmarks:
             raise ConfigError("no benchmarks configured", where="callbacks.retrieval_eval.benchmarks")
         self.benchmarks_cfg = benchmarks
@@ -126,9 +104,13 @@ class RetrievalEvalCallback(L.Callback):
         if not self._benches:
             raise ConfigError("no benchmarks configured", where="callbacks.retrieval_eval.benchmarks")
         if self.monitor_key is None:
-            self.monitor_key = f"{self.prefix}{self._benches[0].name}/avg/{self._benches[0].config.main_metric}"
+            self.monitor_key = (
+                f"{self.prefix}{self._benches[0].name}/avg/{self._benches[0].config.main_metric}"
+            )
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any, **kwargs: Any) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any, **kwargs: Any
+    ) -> None:
         step = trainer.global_step
         if self.every_n_steps and step > 0 and step % self.every_n_steps == 0 and step != self._last_step:
             self.run(trainer, pl_module, hook="step")
@@ -183,7 +165,9 @@ class RetrievalEvalCallback(L.Callback):
             self.history.append({"step": step, "epoch": record["epoch"], "metrics": metrics})
             write_json_atomic(out_dir / f"step_{step:07d}.json", record)
             write_json_atomic(out_dir / "latest.json", record)
-            log.info("retrieval evaluation at step %d (%s, %.1fs):\n%s", step, hook, seconds, format_table(metrics))
+            log.info(
+                "retrieval evaluation at step %d (%s, %.1fs):\n%s", step, hook, seconds, format_table(metrics)
+            )
         return metrics
 
     def _output_dir(self, trainer: L.Trainer) -> Path:
@@ -192,7 +176,9 @@ class RetrievalEvalCallback(L.Callback):
         base = trainer.log_dir or trainer.default_root_dir
         return Path(base or ".") / "retrieval_eval"
 
-    def _log(self, trainer: L.Trainer, pl_module: L.LightningModule, metrics: dict[str, float], hook: str) -> None:
+    def _log(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, metrics: dict[str, float], hook: str
+    ) -> None:
         prefixed = {f"{self.prefix}{k}": float(v) for k, v in metrics.items()}
         value = prefixed.get(self.monitor_key)
         if value is not None:
@@ -208,7 +194,11 @@ class RetrievalEvalCallback(L.Callback):
                 batch_size=1,
             )
         elif metrics:
-            log.warning("monitor key %r not among the retrieval metrics (e.g. %s)", self.monitor_key, next(iter(prefixed)))
+            log.warning(
+                "monitor key %r not among the retrieval metrics (e.g. %s)",
+                self.monitor_key,
+                next(iter(prefixed)),
+            )
         if not trainer.is_global_zero:
             return
         step = int(trainer.global_step)
@@ -224,7 +214,9 @@ class RetrievalEvalCallback(L.Callback):
             try:
                 cols, rows = table_rows(metrics, bench.name)
                 if rows:
-                    lg.log_table(key=f"{self.prefix}{bench.name}/per_language", columns=cols, data=rows, step=step)
+                    lg.log_table(
+                        key=f"{self.prefix}{bench.name}/per_language", columns=cols, data=rows, step=step
+                    )
                     fig = heatmap_figure(metrics, bench.name, bench.config.main_metric)
                     try:
                         lg.log_image(key=f"{self.prefix}{bench.name}/heatmap", images=[fig], step=step)

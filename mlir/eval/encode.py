@@ -139,7 +139,9 @@ def encode_unique(
     if not dist.distributed:
         emb = _call(fn, uniq, batch_size)
     else:
-        sizes = [b - a for a, b in (shard_bounds(len(uniq), r, dist.world_size) for r in range(dist.world_size))]
+        sizes = [
+            b - a for a, b in (shard_bounds(len(uniq), r, dist.world_size) for r in range(dist.world_size))
+        ]
         start, end = shard_bounds(len(uniq), dist.rank, dist.world_size)
         if end > start:
             local = _call(fn, uniq[start:end], batch_size)

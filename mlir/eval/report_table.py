@@ -6,8 +6,13 @@ Everything here is derived from the ``{benchmark}/{setting}/{metric}[/{lang}]`` 
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import tempfile
 from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 from mlir.eval.tasks import SETTINGS
 
@@ -74,13 +79,17 @@ def format_table(
         widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 
         def line(cells: Sequence[str], widths: list[int] = widths) -> str:
-            return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+            return "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
+            )
 
         rule = "-" * len(line(header))
         title = f"{b}"
         if f"{b}/avg/ndcg@10" in metrics:
             title += f"  (avg nDCG@10 over settings: {metrics[f'{b}/avg/ndcg@10']:.4f})"
-        blocks.append("\n".join([title, line(header), rule, *[line(r) for r in rows[:-1]], rule, line(rows[-1])]))
+        blocks.append(
+            "\n".join([title, line(header), rule, *[line(r) for r in rows[:-1]], rule, line(rows[-1])])
+        )
     return "\n\n".join(blocks)
 
 
@@ -137,3 +146,24 @@ def heatmap_figure(metrics: Mapping[str, float], benchmark: str, metric: str = "
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
     return fig
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
+    """Write JSON through a temporary file in the same directory and ``os.replace`` it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True, allow_nan=False, default=_jsonable)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _jsonable(x: Any) -> Any:
+    if hasattr(x, "tolist"):
+        return x.tolist()
+    return str(x)

@@ -152,10 +152,14 @@ def _block_scores(qc: torch.Tensor, dblk: torch.Tensor, scratch: _Scratch) -> to
     return torch.mm(qc, dblk.T, out=out)
 
 
-def _count_greater(
-    s: torch.Tensor, t: torch.Tensor, scratch: _Scratch, rows: torch.Tensor | None = None
+def _count_cmp(
+    s: torch.Tensor,
+    t: torch.Tensor,
+    scratch: _Scratch,
+    rows: torch.Tensor | None = None,
+    op=torch.gt,
 ) -> torch.Tensor:
-    """``#{j : s[i, j] > t[i]}`` per row (of ``s[rows]`` when given), as int64.
+    """``#{j : op(s[i, j], t[i])}`` per row (of ``s[rows]`` when given), as int64.
 
     The comparison is written as 0.0/1.0 into a reusable float buffer and summed: on CPU a float sum
     is ~10x faster than summing a bool tensor, and it is exact because rows are shorter than 2**24.
@@ -167,7 +171,7 @@ def _count_greater(
     for a, b in _chunks(n_rows, per):
         buf = scratch.get("cmp", (b - a) * dc).view(b - a, dc)
         blk = s[a:b] if rows is None else s.index_select(0, rows[a:b])
-        torch.gt(blk, t[a:b, None], out=buf)
+        op(blk, t[a:b, None], out=buf)
         out[a:b] = buf.sum(1).to(torch.int64)
     return out
 
@@ -256,24 +260,37 @@ def _count_ahead(
         for j in range(J):
             rows = sparse_rows[j]
             if rows is None:
-                counts[:, j] += _count_greater(S, t[:, j].contiguous(), scratch)
+                counts[:, j] += _count_cmp(S, t[:, j].contiguous(), scratch)
             elif rows.numel():
-                counts[rows, j] += _count_greater(S, t[rows, j], scratch, rows)
-        # pairs whose relevant doc lies in this block: ties win only before r; r never counts itself
-        ii, jj = ((R >= c) & (R < e)).nonzero(as_tuple=True)
+                counts[rows, j] += _count_cmp(S, t[rows, j], scratch, rows)
+        # pairs whose relevant doc r lies in this block: r never counts itself, and of the docs tied
+        # with it only those before r count. Exact ties are rare, so equal scores are first counted
+        # per row and located only in rows that have some besides r.
+        inside = (R >= c) & (R < e)
+        ii, jj = inside.nonzero(as_tuple=True)
         if ii.numel() == 0:
             continue
+        loc = R[ii, jj] - c
+        self_score = S[ii, loc]
+        t_ij = thr[ii, jj]
+        own[ii, jj] = self_score
+        counts[ii, jj] -= (self_score > t_ij).to(torch.int64)
+        if ii.numel() > m:  # most rows have a pair here (small corpus): compare whole columns
+            n_eq = torch.zeros_like(counts)
+            nan = torch.full_like(thr, float("nan"))  # NaN thresholds count nothing
+            t_eq = torch.where(inside, thr, nan)
+            for j in range(J):
+                n_eq[:, j] = _count_cmp(S, t_eq[:, j].contiguous(), scratch, op=torch.eq)
+            n_eq = n_eq[ii, jj]
+        else:
+            n_eq = _count_cmp(S, t_ij, scratch, rows=ii, op=torch.eq)
+        tie = (n_eq - (self_score == t_ij).to(torch.int64) > 0).nonzero()[:, 0]
         col = torch.arange(e - c, device=qc.device)
-        per = max(1, _COUNT_SLAB // (e - c))
-        for a, b in _chunks(ii.numel(), per):
-            i, j = ii[a:b], jj[a:b]
-            rows = S.index_select(0, i)
-            loc = R[i, j] - c
-            t_ij = thr[i, j]
-            ties_before = ((rows == t_ij[:, None]) & (col[None, :] < loc[:, None])).sum(1)
-            self_score = rows.gather(1, loc[:, None])[:, 0]
-            counts[i, j] += ties_before - (self_score > t_ij).to(torch.int64)
-            own[i, j] = self_score
+        for a, b in _chunks(tie.numel(), max(1, _COUNT_SLAB // (e - c))):
+            p = tie[a:b]
+            rows = S.index_select(0, ii[p])
+            before = ((rows == t_ij[p, None]) & (col[None, :] < loc[p, None])).sum(1)
+            counts[ii[p], jj[p]] += before
     return counts, own
 
 
@@ -443,7 +460,7 @@ def _block_topk(S: torch.Tensor, kk: int, scratch: _Scratch) -> tuple[torch.Tens
     """
     v, i = S.topk(kk, dim=1, sorted=True)
     vk = v[:, -1].contiguous()
-    n_ge = _count_greater(S, torch.nextafter(vk, torch.full_like(vk, float("-inf"))), scratch)
+    n_ge = _count_cmp(S, torch.nextafter(vk, torch.full_like(vk, float("-inf"))), scratch)
     amb = (n_ge > kk).nonzero()[:, 0]
     if amb.numel():
         per = max(1, _COUNT_SLAB // S.shape[1])

@@ -114,7 +114,9 @@ class RetrievalTask:
                 raise ValueError(f"{self.name}/{lang}: {len(q.ids)} query ids but {len(q.texts)} texts")
             r = self.rel[lang]
             if len(r.indptr) != len(self.query_ids) + 1:
-                raise ValueError(f"{self.name}/{lang}: relevance covers {len(r.indptr) - 1} of {len(self.query_ids)} ids")
+                raise ValueError(
+                    f"{self.name}/{lang}: relevance covers {len(r.indptr) - 1} of {len(self.query_ids)} ids"
+                )
             if len(r.indices) and (r.indices.min() < 0 or r.indices.max() >= len(self.docs[lang])):
                 raise ValueError(f"{self.name}/{lang}: relevant document index out of range")
 
@@ -127,7 +129,8 @@ class RetrievalTask:
         unknown = [x for x in langs if x not in self.langs]
         if unknown:
             raise ConfigError(
-                f"unknown language(s) {unknown}; {self.name} has {self.langs}", where=f"benchmarks.{self.name}.langs"
+                f"unknown language(s) {unknown}; {self.name} has {self.langs}",
+                where=f"benchmarks.{self.name}.langs",
             )
         if not langs:
             raise ConfigError("empty language list", where=f"benchmarks.{self.name}.langs")
@@ -143,15 +146,21 @@ class RetrievalTask:
     def restrict_groups(self, groups: Collection[str]) -> RetrievalTask:
         """Keep only queries *and candidates* of the given groups (e.g. the held-out articles)."""
         if self.query_groups is None or self.doc_groups is None:
-            raise ConfigError(f"{self.name} has no group ids to split on", where=f"benchmarks.{self.name}.split")
+            raise ConfigError(
+                f"{self.name} has no group ids to split on", where=f"benchmarks.{self.name}.split"
+            )
         keep_groups = {str(g) for g in groups}
-        qkeep = np.fromiter((g in keep_groups for g in self.query_groups), dtype=bool, count=len(self.query_groups))
+        qkeep = np.fromiter(
+            (g in keep_groups for g in self.query_groups), dtype=bool, count=len(self.query_groups)
+        )
         queries, docs, rel, doc_groups = {}, {}, {}, {}
         for lang in self.langs:
             q = self.queries[lang]
             m = qkeep[q.ids]
             queries[lang] = LangQueries(q.ids[m], [t for t, k in zip(q.texts, m) if k])
-            dkeep = np.fromiter((g in keep_groups for g in self.doc_groups[lang]), dtype=bool, count=len(self.docs[lang]))
+            dkeep = np.fromiter(
+                (g in keep_groups for g in self.doc_groups[lang]), dtype=bool, count=len(self.docs[lang])
+            )
             new_index = np.cumsum(dkeep) - 1
             docs[lang] = [t for t, k in zip(self.docs[lang], dkeep) if k]
             doc_groups[lang] = [g for g, k in zip(self.doc_groups[lang], dkeep) if k]
@@ -176,7 +185,10 @@ class RetrievalTask:
         if max_per_lang is None:
             return self
         if int(max_per_lang) < 1:
-            raise ConfigError(f"must be >= 1 or null, got {max_per_lang}", where=f"benchmarks.{self.name}.max_queries_per_lang")
+            raise ConfigError(
+                f"must be >= 1 or null, got {max_per_lang}",
+                where=f"benchmarks.{self.name}.max_queries_per_lang",
+            )
         order = np.random.default_rng(int(seed)).permutation(len(self.query_ids))
         position = np.empty_like(order)
         position[order] = np.arange(len(order))
@@ -185,7 +197,11 @@ class RetrievalTask:
             q = self.queries[lang]
             chosen = np.sort(np.argsort(position[q.ids], kind="stable")[: int(max_per_lang)])
             queries[lang] = LangQueries(q.ids[chosen], [q.texts[i] for i in chosen])
-        return replace(self, queries=queries, meta=dict(self.meta, max_queries_per_lang=int(max_per_lang), seed=int(seed)))
+        return replace(
+            self,
+            queries=queries,
+            meta=dict(self.meta, max_queries_per_lang=int(max_per_lang), seed=int(seed)),
+        )
 
     # ------------------------------------------------------------------ views
     def view(self, q_lang: str, doc_langs: Sequence[str]) -> SettingQueries:
@@ -195,18 +211,33 @@ class RetrievalTask:
         offsets = np.zeros(len(doc_langs) + 1, dtype=np.int64)
         np.cumsum(sizes, out=offsets[1:])
         q = self.queries[q_lang]
-        rows, qids, rel, rel_lang = [], [], [], []
-        dropped = 0
+        # gather every (query row, doc language, doc) triple with array ops, in row then language order
+        pos, lang_of, docs = [], [], []
+        for i, x in enumerate(doc_langs):
+            r = self.rel[x]
+            starts, counts = r.indptr[q.ids], r.indptr[q.ids + 1] - r.indptr[q.ids]
+            total = int(counts.sum())
+            within = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+            docs.append(r.indices[np.repeat(starts, counts) + within] + offsets[i])
+            pos.append(np.repeat(np.arange(len(q.ids), dtype=np.int64), counts))
+            lang_of.append(np.full(total, i, dtype=np.int64))
+        pos_a = np.concatenate(pos) if pos else np.zeros(0, np.int64)
+        order = np.argsort(
+            pos_a, kind="stable"
+        )  # languages were appended in order: stays sorted within a row
+        pos_a = pos_a[order]
+        docs_a = np.concatenate(docs)[order] if docs else pos_a
+        lang_a = np.concatenate(lang_of)[order] if lang_of else pos_a
+        n_rel = np.bincount(pos_a, minlength=len(q.ids))
+        split_at = np.cumsum(n_rel)[:-1]
+        all_rel = np.split(docs_a, split_at)
+        all_lang = np.split(lang_a, split_at)
+        rows, rel, rel_lang = [], [], []
+        dropped = int((n_rel == 0).sum())
         first_of_text: dict[str, int] = {}
         merged = 0
-        for row, qid in enumerate(q.ids.tolist()):
-            parts = [self.rel[x].of(qid) + offsets[i] for i, x in enumerate(doc_langs)]
-            langs = [np.full(len(p), i, dtype=np.int64) for i, p in enumerate(parts)]
-            r = np.concatenate(parts) if parts else np.zeros(0, np.int64)
-            rl = np.concatenate(langs) if langs else np.zeros(0, np.int64)
-            if not len(r):
-                dropped += 1
-                continue
+        for row in np.flatnonzero(n_rel).tolist():
+            r, rl = all_rel[row], all_lang[row]
             if self.merge_duplicate_queries:
                 k = first_of_text.get(q.texts[row])
                 if k is not None:
@@ -217,14 +248,15 @@ class RetrievalTask:
                     continue
                 first_of_text[q.texts[row]] = len(rows)
             rows.append(row)
-            qids.append(qid)
             rel.append(r)
             rel_lang.append(rl)
+        rows_a = np.asarray(rows, dtype=np.int64)
+        qids = q.ids[rows_a] if len(rows_a) else np.zeros(0, np.int64)
         return SettingQueries(
             q_lang=q_lang,
             doc_langs=doc_langs,
-            rows=np.asarray(rows, dtype=np.int64),
-            qids=np.asarray(qids, dtype=np.int64),
+            rows=rows_a,
+            qids=qids,
             rel=rel,
             rel_lang=rel_lang,
             offsets=offsets,
@@ -248,13 +280,20 @@ class RetrievalTask:
             out = []
             for p in pairs:
                 if len(p) != 2:
-                    raise ConfigError(f"a pair must be [query_lang, doc_lang], got {list(p)}", where=f"{where}.pairs")
+                    raise ConfigError(
+                        f"a pair must be [query_lang, doc_lang], got {list(p)}", where=f"{where}.pairs"
+                    )
                 x, y = str(p[0]), str(p[1])
                 for lang in (x, y):
                     if lang not in self.langs:
-                        raise ConfigError(f"language '{lang}' is not evaluated (langs: {self.langs})", where=f"{where}.pairs")
+                        raise ConfigError(
+                            f"language '{lang}' is not evaluated (langs: {self.langs})",
+                            where=f"{where}.pairs",
+                        )
                 if x == y:
-                    raise ConfigError(f"[{x}, {y}] is monolingual (use the mono setting)", where=f"{where}.pairs")
+                    raise ConfigError(
+                        f"[{x}, {y}] is monolingual (use the mono setting)", where=f"{where}.pairs"
+                    )
                 out.append((x, y))
             return list(dict.fromkeys(out))
         src = _as_list(source) or self.langs
@@ -262,7 +301,9 @@ class RetrievalTask:
         for key, group in (("source", src), ("target", tgt)):
             bad = [x for x in group if x not in self.langs]
             if bad:
-                raise ConfigError(f"language(s) {bad} not evaluated (langs: {self.langs})", where=f"{where}.{key}")
+                raise ConfigError(
+                    f"language(s) {bad} not evaluated (langs: {self.langs})", where=f"{where}.{key}"
+                )
         return [(x, y) for x in src for y in tgt if x != y]
 
     def summary(self) -> dict:

@@ -16,16 +16,17 @@ Design choices (tests in ``tests/test_sampler.py`` pin them down):
   language; a global batch holds at most one id per connected component ("cluster"). This implies at
   most one row per parallel id and per passage text, and also keeps out the *translation* of a
   passage that is another in-batch query's positive.
-* **Epochs without replacement.** Each epoch draws a permutation of the usable ids and consumes it in
-  order. An id that cannot go into the current batch (lacks the batch language, has one language in
-  an X-Y batch, or its cluster is already in the batch) is put back into a queue that later batches
-  read before the permutation (one queue for multi-language ids, one per language for single-language
-  ids, so X-Y batches never rescan ids they cannot use); it is used as soon as it fits. With complete language coverage and
-  no shared passages every usable id appears exactly once per ``steps_per_epoch * batch_size`` pairs.
-  If the permutation runs out (language-skewed corpora) a fresh permutation of the same epoch is
-  appended; if a put-back queue grows past ``max_deferred`` (ids that almost never fit, e.g.
-  single-language ids when nearly all batches are X-Y) its oldest entries are dropped for the rest of
-  the epoch, which bounds the work per batch.
+* **Epochs without replacement.** Each epoch draws a permutation of the usable ids (in >= 1 of the
+  training languages when X-X-mono batches can occur, else in >= 2) and consumes it in order. An id
+  that cannot go into the current batch (lacks the batch language, has one language in an X-Y batch,
+  or its cluster is already in the batch) is put back into a queue that later batches read before
+  the permutation (one queue for multi-language ids and one per language for single-language ids, so
+  X-Y batches never rescan ids they cannot use); it is used as soon as it fits. With complete
+  language coverage and no shared passages every usable id appears exactly once per
+  ``steps_per_epoch * batch_size`` pairs. If the permutation runs out (language-skewed corpora, or
+  many single-language ids with a small alpha) a fresh permutation of the same epoch is appended; if
+  a put-back queue grows past ``max_deferred`` (ids that almost never fit) its oldest entries are
+  dropped for the rest of the epoch, which bounds the work per batch.
 * **Deterministic, DDP-consistent.** Batch kinds and mono languages are a pure function of
   ``(seed, epoch, step)``; the batch contents follow from replaying the epoch from step 0, which every
   rank does identically. Each rank yields its contiguous slice ``[r*B/W, (r+1)*B/W)`` of the global
@@ -52,12 +53,13 @@ import numpy as np
 from torch.utils.data import Sampler
 
 from mlir.errors import ConfigError, DataError
-from mlir.sampling.schedule import AlphaSchedule, _check_prob
+from mlir.sampling.schedule import AlphaSchedule, alpha_endpoints
 
 MONO = "mono"
 CROSS = "cross"
 LANG_SAMPLING = ("uniform", "size")
 _STATE_VERSION = 1
+_PROPAGATION_ROUNDS = 6
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,17 @@ class BatchInfo:
     pairs: list[tuple[str, str]]
 
 
+def _positive_int(value: Any, key: str, hint: str = "") -> int:
+    """An integer >= 1 from the config, or a ConfigError naming ``key``."""
+    try:
+        ok = not isinstance(value, bool) and int(value) == value and int(value) >= 1
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ConfigError(f"must be a positive integer, got {value!r}{hint}", where=key)
+    return int(value)
+
+
 def _as_arrays(corpus: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """(pid, lang_idx, passage_idx, langs) from a ParallelCorpus-like object or a mapping of arrays."""
     if isinstance(corpus, Mapping):
@@ -141,7 +154,8 @@ def _clusters(pid: np.ndarray, pas: np.ndarray, n_ids: int) -> np.ndarray:
 
     Only passages used by two or more rows can link ids, so the work is on those rows alone; in the
     common case (no shared texts) this is ``arange(n_ids)`` after one bincount. Components are found
-    by min-label propagation with pointer jumping (a handful of vectorised rounds).
+    by min-label propagation with pointer jumping (a handful of vectorised rounds), falling back to
+    scipy's linear-time connected components for long chains.
     """
     labels = np.arange(n_ids, dtype=np.int64)
     multi = np.bincount(pas) > 1
@@ -152,7 +166,7 @@ def _clusters(pid: np.ndarray, pas: np.ndarray, n_ids: int) -> np.ndarray:
     ids, sp = np.unique(sp, return_inverse=True)  # compact: only ids touching a shared text
     _, sq = np.unique(spas, return_inverse=True)
     lab = np.arange(len(ids), dtype=np.int64)
-    while True:
+    for _ in range(_PROPAGATION_ROUNDS):
         pmin = np.full(int(sq.max()) + 1, len(ids), dtype=np.int64)
         np.minimum.at(pmin, sq, lab[sp])
         new = lab.copy()
@@ -161,6 +175,17 @@ def _clusters(pid: np.ndarray, pas: np.ndarray, n_ids: int) -> np.ndarray:
         if np.array_equal(new, lab):
             break
         lab = new
+    else:  # long chains of shared texts: fall back to a linear-time graph search
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+
+        n = len(ids) + int(sq.max()) + 1
+        graph = coo_matrix((np.ones(len(sp), dtype=np.int8), (sp, len(ids) + sq)), shape=(n, n))
+        _, comp = connected_components(graph.tocsr(), directed=False)
+        comp = comp[: len(ids)]
+        first = np.full(int(comp.max()) + 1, len(ids), dtype=np.int64)
+        np.minimum.at(first, comp, np.arange(len(ids)))
+        lab = first[comp]
     labels[ids] = ids[lab]
     return labels
 
@@ -233,12 +258,9 @@ class HybridBatchSampler(Sampler[list[tuple[int, int]]]):
     ):
         super().__init__()
         # --- cheap config checks first ---------------------------------------------------------
-        if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
-            raise ConfigError(f"must be a positive integer, got {batch_size!r}", where="data.batch_size")
-        self.batch_size = B = int(batch_size)
-        if int(world_size) < 1:
-            raise ConfigError(f"world size must be >= 1, got {world_size!r}", where="trainer.devices")
-        self.world_size, self.rank = int(world_size), int(rank)
+        self.batch_size = B = _positive_int(batch_size, "data.batch_size")
+        self.world_size = _positive_int(world_size, "trainer.devices")
+        self.rank = int(rank)
         if not 0 <= self.rank < self.world_size:
             raise ConfigError(f"rank {rank} is outside world size {world_size}", where="trainer.devices")
         if B % self.world_size:
@@ -246,20 +268,7 @@ class HybridBatchSampler(Sampler[list[tuple[int, int]]]):
                 f"global batch size {B} is not divisible by world size {self.world_size}",
                 where="data.batch_size",
             )
-        _check_prob(alpha, "sampler.alpha")
-        if schedule == "linear":
-            lo_hi = [
-                _check_prob(alpha_start, "sampler.alpha_start") if alpha_start is not None else None,
-                _check_prob(alpha_end, "sampler.alpha_end") if alpha_end is not None else None,
-            ]
-            if None in lo_hi:
-                AlphaSchedule.from_config(
-                    alpha, schedule, alpha_start, alpha_end, 1
-                )  # raises, naming the key
-            amin, amax = min(lo_hi), max(lo_hi)  # type: ignore[type-var]
-        else:
-            AlphaSchedule.from_config(alpha, schedule)  # validates the schedule name
-            amin = amax = float(alpha)
+        amin, amax = sorted(alpha_endpoints(alpha, schedule, alpha_start, alpha_end))
         self.mono_possible, self.cross_possible = amax > 0.0, amin < 1.0
         if lang_sampling not in LANG_SAMPLING:
             raise ConfigError(
@@ -286,12 +295,15 @@ class HybridBatchSampler(Sampler[list[tuple[int, int]]]):
         else:
             sel = [s.strip() for s in langs.split(",")] if isinstance(langs, str) else [str(x) for x in langs]
             sel = list(dict.fromkeys(s for s in sel if s))
-            unknown = [x for x in sel if x not in corpus_langs]
-            if unknown or not sel:
+            present = np.bincount(lang, minlength=len(corpus_langs)) > 0
+            unknown = [x for x in sel if x not in corpus_langs or not present[corpus_langs.index(x)]]
+            if unknown:
                 raise ConfigError(
-                    f"language(s) {unknown or sel} not in the training data (available: {corpus_langs})",
+                    f"language(s) {unknown} not in the training data (available: {corpus_langs})",
                     where="sampler.langs",
                 )
+            if not sel:
+                raise ConfigError("no training language selected", where="sampler.langs")
         self.langs = sel
         self._lang_cols = np.array([corpus_langs.index(x) for x in sel], dtype=np.int64)
         self._build_index(pid, lang, pas)
@@ -299,17 +311,9 @@ class HybridBatchSampler(Sampler[list[tuple[int, int]]]):
         # --- epoch structure and schedule --------------------------------------------------------
         if steps_per_epoch is None:
             steps_per_epoch = len(self._pool) // B
-        if (
-            isinstance(steps_per_epoch, bool)
-            or int(steps_per_epoch) != steps_per_epoch
-            or steps_per_epoch < 1
-        ):
-            raise ConfigError(
-                f"must be a positive integer, got {steps_per_epoch!r} "
-                f"({len(self._pool)} usable ids for batch size {B})",
-                where="sampler.steps_per_epoch",
-            )
-        self.steps_per_epoch = int(steps_per_epoch)
+        self.steps_per_epoch = _positive_int(
+            steps_per_epoch, "sampler.steps_per_epoch", f" ({len(self._pool)} usable ids for batch size {B})"
+        )
         if total_steps is None and max_epochs is not None:
             total_steps = int(max_epochs) * self.steps_per_epoch
         self.schedule = AlphaSchedule.from_config(alpha, schedule, alpha_start, alpha_end, total_steps)

@@ -17,7 +17,7 @@ from mlir.errors import ConfigError
 SCHEDULES = ("constant", "linear")
 
 
-def _check_prob(value: float | None, key: str) -> float:
+def check_probability(value: float | None, key: str) -> float:
     """A probability from the config, or a ConfigError naming ``key``."""
     try:
         v = float(value)  # type: ignore[arg-type]
@@ -26,6 +26,25 @@ def _check_prob(value: float | None, key: str) -> float:
     if not 0.0 <= v <= 1.0:  # also rejects NaN
         raise ConfigError(f"must be in [0, 1], got {value!r}", where=key)
     return v
+
+
+def alpha_endpoints(
+    alpha: float, schedule: str, alpha_start: float | None, alpha_end: float | None
+) -> tuple[float, float]:
+    """Validated (first, last) alpha of a schedule; known before the number of steps is."""
+    a = check_probability(alpha, "sampler.alpha")
+    if schedule not in SCHEDULES:
+        raise ConfigError(
+            f"unknown schedule {schedule!r}; choose one of {list(SCHEDULES)}", "sampler.schedule"
+        )
+    if schedule == "constant":
+        return a, a
+    if alpha_start is None or alpha_end is None:
+        key = "sampler.alpha_start" if alpha_start is None else "sampler.alpha_end"
+        raise ConfigError("the linear schedule needs both alpha_start and alpha_end", where=key)
+    return check_probability(alpha_start, "sampler.alpha_start"), check_probability(
+        alpha_end, "sampler.alpha_end"
+    )
 
 
 @dataclass(frozen=True)
@@ -51,18 +70,9 @@ class AlphaSchedule:
         total_steps: int | None = None,
     ) -> AlphaSchedule:
         """Validate the ``sampler.*`` keys; every problem is a ConfigError naming its key."""
-        a = _check_prob(alpha, "sampler.alpha")
-        if schedule not in SCHEDULES:
-            raise ConfigError(
-                f"unknown schedule {schedule!r}; choose one of {list(SCHEDULES)}", "sampler.schedule"
-            )
+        start, end = alpha_endpoints(alpha, schedule, alpha_start, alpha_end)
         if schedule == "constant":
-            return cls("constant", a, a, total_steps)
-        if alpha_start is None or alpha_end is None:
-            key = "sampler.alpha_start" if alpha_start is None else "sampler.alpha_end"
-            raise ConfigError("the linear schedule needs both alpha_start and alpha_end", where=key)
-        a0 = _check_prob(alpha_start, "sampler.alpha_start")
-        a1 = _check_prob(alpha_end, "sampler.alpha_end")
+            return cls("constant", start, end, total_steps)
         if total_steps is None:
             raise ConfigError(
                 "the linear schedule needs the number of training steps "
@@ -71,7 +81,7 @@ class AlphaSchedule:
             )
         if int(total_steps) < 1:
             raise ConfigError(f"must be >= 1, got {total_steps!r}", where="sampler.total_steps")
-        return cls("linear", a0, a1, int(total_steps))
+        return cls("linear", start, end, int(total_steps))
 
     @property
     def max_alpha(self) -> float:
