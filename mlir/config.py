@@ -33,3 +33,33 @@ def register_resolvers() -> None:
 
 
 register_resolvers()
+
+
+def validate(cfg) -> None:
+    """Cheap checks of values that would otherwise fail late (after reading data or loading a model)."""
+    from mlir.errors import ConfigError
+
+    def prob(key: str) -> None:
+        node = cfg
+        for part in key.split("."):
+            node = node.get(part) if node is not None and hasattr(node, "get") else None
+        if node is None:
+            return
+        try:
+            ok = 0.0 <= float(node) <= 1.0
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ConfigError(f"must be in [0, 1], got {node}", where=key)
+
+    for key in ("sampler.alpha", "sampler.alpha_start", "sampler.alpha_end"):
+        prob(key)
+    bs = cfg.get("data", {}).get("batch_size")
+    if bs is not None and (not isinstance(bs, int) or bs < 1):
+        raise ConfigError(f"must be a positive integer, got {bs}", where="data.batch_size")
+    clip = cfg.get("trainer", {}).get("gradient_clip_val")
+    if clip is not None and float(clip) < 0:
+        raise ConfigError(f"must be >= 0 (0 or null = off), got {clip}", where="trainer.gradient_clip_val")
+    temp = cfg.get("model", {}).get("loss", {}).get("temperature")
+    if temp is not None and not float(temp) > 0:
+        raise ConfigError(f"must be > 0, got {temp}", where="model.loss.temperature")

@@ -41,6 +41,7 @@ def preview(overrides: list[str], out=sys.stdout) -> int:
         cfg = compose(config_name="train", overrides=rest, return_hydra_config=False)
     with open_dict(cfg):
         cfg.paths.output_dir = "."
+    mlir.config.validate(cfg)
     sampler_factory = hydra.utils.instantiate(cfg.sampler)
     dm = hydra.utils.instantiate(cfg.data, sampler=sampler_factory, encoder=None, seed=cfg.seed)
     dm.prepare_corpora()

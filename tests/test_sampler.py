@@ -200,7 +200,7 @@ def test_epoch_covers_ids_without_replacement():
         assert len(np.unique(ids)) == len(ids) == 500
 
 
-def test_epoch_mostly_without_replacement_with_partial_coverage():
+def test_no_repeats_in_half_an_epoch_with_partial_coverage():
     data = synth(1000, drop=0.5, seed=12)
     s = HybridBatchSampler(data, 20, alpha=0.5, seed=4, steps_per_epoch=25)  # half an epoch's ids
     ids = np.concatenate([gb.pids for gb in all_batches(s)])
@@ -232,7 +232,7 @@ def test_size_based_language_sampling_with_temperature():
     n_l = np.bincount(data["lang_idx"], minlength=3).astype(float)
 
     def freqs(**kw):
-        s = HybridBatchSampler(data, 8, alpha=1.0, steps_per_epoch=3000, seed=2, **kw)
+        s = HybridBatchSampler(data, 8, alpha=1.0, steps_per_epoch=2000, seed=2, **kw)
         langs = [s.batch_info(0, i).lang for i in range(s.steps_per_epoch)]
         return np.array([langs.count(x) for x in s.langs]) / len(langs), s
 
@@ -244,7 +244,7 @@ def test_size_based_language_sampling_with_temperature():
     ]:
         f, s = freqs(**kw)
         assert s.lang_probs == pytest.approx(target)
-        assert all(binom_ok(round(fi * 3000), 3000, ti) for fi, ti in zip(f, target))
+        assert all(binom_ok(round(fi * 2000), 2000, ti) for fi, ti in zip(f, target))
         got[name] = f
     hot, warm = got["T=1"], got["T=2"]
     assert hot[0] > warm[0] > 1 / 3 and hot[2] < warm[2] < 1 / 3
@@ -307,6 +307,19 @@ def test_dataloader_uses_it_as_batch_sampler():
     assert len(loader) == len(batches) == s.steps_per_epoch
     assert all(b.shape == (4, 2) for b in batches)
     assert batches[0].tolist() == [list(x) for x in s.global_batch(0, 0).items(0, 2)]
+
+
+def test_epoch_reaches_the_sampler_the_way_lightning_sets_it():
+    # Lightning (fabric.utilities.data._set_sampler_epoch) calls set_epoch on ``loader.sampler`` and
+    # ``loader.batch_sampler.sampler``, never on the batch sampler itself; importing Lightning here
+    # would dominate this file's run time, so the test follows that lookup by hand.
+    s = HybridBatchSampler(synth(200), 8, alpha=0.5, seed=1)
+    loader = torch.utils.data.DataLoader(list(range(10)), batch_sampler=s)
+    first = list(loader.batch_sampler)
+    for obj in (loader.sampler, loader.batch_sampler.sampler):
+        if callable(getattr(obj, "set_epoch", None)):
+            obj.set_epoch(1)
+    assert s.epoch == 1 and list(loader.batch_sampler) != first
 
 
 def test_parallel_corpus_input_and_preview_records():

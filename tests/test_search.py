@@ -139,6 +139,8 @@ def test_relevant_ranks_validation():
         relevant_ranks(q, d, [np.array([1])])
     with pytest.raises(ValueError, match="dim"):
         relevant_ranks(q, np.zeros((4, 2), np.float32), [[0], [1]])
+    with pytest.raises(ValueError, match="NaN"):
+        relevant_ranks(np.full((2, 3), np.nan, np.float32), d, [[0], [1]])
 
 
 def test_user_matmul_precision_is_ignored_then_restored():

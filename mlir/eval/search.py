@@ -23,7 +23,13 @@ the block scores: the threshold each relevant document is compared with is check
 the score the same block GEMM produced for it, and any query where the two disagree is recounted in
 a two-pass mode that takes the threshold from the block itself. Two different GEMM shapes or
 libraries can round the same dot product differently (by an ulp or so); scores that close are
-"tied" only if they are bitwise equal in the block, as in any full-matrix argsort.
+"tied" only if they are bitwise equal in the block, as in any full-matrix argsort. (MKL's kernels for
+tiny blocks, e.g. a last query chunk of < 8 rows, can even round identical document vectors
+differently by column; large blocks did not in our tests.) Exactly representable scores -- e.g.
+quantised embeddings -- are independent of all this, which is what the tests use.
+
+``torch.set_float32_matmul_precision`` is process-global: it is set to ``"highest"`` during a call
+and restored afterwards, so do not run these functions concurrently with TF32 work in other threads.
 """
 
 from __future__ import annotations
@@ -105,6 +111,9 @@ def _check_inputs(q: torch.Tensor, d: torch.Tensor, q_chunk: int, d_chunk: int) 
         raise ValueError(f"query dim {q.shape[1]} != document dim {d.shape[1]}")
     if q_chunk < 1 or d_chunk < 1:
         raise ValueError(f"q_chunk and d_chunk must be >= 1, got {q_chunk}, {d_chunk}")
+    for name, x in (("q", q), ("d", d)):
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{name}: embeddings contain NaN or inf (a diverged or overflowing encoder?)")
     if d_chunk > 1 << 24:
         # counts are summed as float 0/1 values; exact only below 2**24 per row
         raise ValueError(f"d_chunk must be <= 2**24, got {d_chunk}")

@@ -33,7 +33,8 @@ Design choices (tests in ``tests/test_sampler.py`` pin them down):
   batch, and all ranks yield ``steps_per_epoch`` batches per epoch (default ``usable ids // B``).
 * **Item format.** Iteration yields, for this rank, a ``list[tuple[int, int]]`` of
   ``(q_row, p_row)`` corpus row indices (``q_row == p_row`` in mono batches). Use the class as a
-  DataLoader ``batch_sampler`` with Lightning's ``use_distributed_sampler=False``.
+  DataLoader ``batch_sampler`` with Lightning's ``use_distributed_sampler=False``; Lightning's
+  per-epoch ``set_epoch`` reaches it through ``batch_sampler.sampler``.
 * **Resumable.** ``state_dict()`` is ``{"epoch", "step", ...}`` where ``step`` counts batches already
   yielded in the epoch; ``load_state_dict`` makes the next iteration continue with batch ``step``.
   With DataLoader prefetching the sampler runs ahead of training, so prefer
@@ -149,6 +150,15 @@ def _as_arrays(corpus: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[st
     return pid, lang, pas, langs
 
 
+def _first_occurrences(keys: np.ndarray) -> np.ndarray:
+    """Positions of the first occurrence of each distinct key, in increasing position order."""
+    order = np.argsort(keys, kind="stable")  # equal keys keep their order: the first comes first
+    ordered = keys[order]
+    keep = np.ones(len(keys), dtype=bool)
+    keep[order[1:][ordered[1:] == ordered[:-1]]] = False
+    return np.flatnonzero(keep)
+
+
 def _clusters(pid: np.ndarray, pas: np.ndarray, n_ids: int) -> np.ndarray:
     """Per id, the smallest id of its component in the id–passage graph (ids linked by a shared text).
 
@@ -210,6 +220,17 @@ class _Cursor:
         self.pos = 0
         self.rng = np.random.default_rng([sampler._seed, epoch, 1])
         self.dropped = 0
+
+
+class _EpochHook:
+    """Forwards ``set_epoch``: Lightning calls ``dataloader.batch_sampler.sampler.set_epoch(epoch)``
+    (never ``batch_sampler.set_epoch``), so this object sits at ``HybridBatchSampler.sampler``."""
+
+    def __init__(self, owner: HybridBatchSampler):
+        self._owner = owner
+
+    def set_epoch(self, epoch: int) -> None:
+        self._owner.set_epoch(epoch)
 
 
 class HybridBatchSampler(Sampler[list[tuple[int, int]]]):
@@ -324,6 +345,7 @@ class HybridBatchSampler(Sampler[list[tuple[int, int]]]):
         self._step = 0  # batches yielded in self.epoch
         self._start_step = 0  # where the next __iter__ starts (set by load_state_dict)
         self.last_batch_info: BatchInfo | None = None
+        self.sampler = _EpochHook(self)  # where Lightning looks for set_epoch on a batch sampler
         self._query_cursor: _Cursor | None = None
         self._plans: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._batches: OrderedDict[tuple[int, int], GlobalBatch] = OrderedDict()
@@ -408,7 +430,7 @@ class HybridBatchSampler(Sampler[list[tuple[int, int]]]):
                         f"X-X-mono batches in language '{code}'",
                         where="data.batch_size",
                     )
-        self.num_clusters = n_clusters
+        self.num_clusters = int(np.count_nonzero(cluster == np.arange(n_ids)))  # one root per component
 
     # ------------------------------------------------------------------ deterministic pieces
     def _permutation(self, epoch: int, pass_no: int) -> np.ndarray:
@@ -442,7 +464,7 @@ class HybridBatchSampler(Sampler[list[tuple[int, int]]]):
         """The first B candidates (in queue-then-stream order) that fit the batch, one per cluster.
 
         Candidates are read in order from: the single-language queue of ``L`` (mono only), the
-        multi-language queue, then the epoch's permutation stream. The window doubles (x4) until the
+        multi-language queue, then the epoch's permutation stream. The window grows 4x until the
         batch fills; if the whole stream cannot fill it, another pass of the epoch is appended.
         """
         B = self.batch_size
@@ -461,10 +483,9 @@ class HybridBatchSampler(Sampler[list[tuple[int, int]]]):
             cand = parts[0] if len(parts) == 1 else np.concatenate(parts)
             elig = has[cand, L] if is_mono else self._n_avail[cand] >= 2
             idx = np.flatnonzero(elig)
-            _, first = np.unique(cluster[cand[idx]], return_index=True)
+            first = idx[_first_occurrences(cluster[cand[idx]])]
             if len(first) >= B:
-                first.sort()
-                acc = idx[first[:B]]
+                acc = first[:B]
                 return cand[acc], acc, cand, segs
             if len(cand) >= avail:  # the whole stream is not enough: append another pass of this epoch
                 cur.passes += 1
