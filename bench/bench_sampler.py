@@ -9,7 +9,7 @@ both the index build and batch drawing must stay in seconds. This measures, for 
   ``(q_row, p_row)`` lists, what a DataLoader consumes),
 * the cost of resuming mid-epoch (``load_state_dict`` + first batch, which replays the epoch).
 
-Writes ``bench/results/sampler.json``. Usage: ``python bench/bench_sampler.py [--ids N --langs L ...]``.
+Writes ``bench/results/sampler.json`` (with the load average: other jobs on a shared machine skew it). Usage: ``python bench/bench_sampler.py [--ids N --langs L ...]``.
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ def machine() -> dict:
         "python": platform.python_version(),
         "numpy": np.__version__,
         "torch": torch.__version__,
+        "load_average_1_5_15min": [round(x, 2) for x in os.getloadavg()],
     }
 
 
@@ -76,6 +77,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "sampler.json")
     args = ap.parse_args()
 
+    load_before = [round(x, 2) for x in os.getloadavg()]
     t = time.perf_counter()
     data = synthetic_index(args.ids, args.langs, args.shared_frac, args.missing_frac, args.seed)
     gen_s = time.perf_counter() - t
@@ -130,7 +132,7 @@ def main() -> None:
         "resume_first_batch_seconds": round(resume_s, 3),
         "mono_fraction": round(kinds.count("mono") / n, 4),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "machine": machine(),
+        "machine": {**machine(), "load_average_at_start": load_before},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

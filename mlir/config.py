@@ -34,6 +34,10 @@ def register_resolvers() -> None:
 
 register_resolvers()
 
+from mlir.utils.launchers import register_launcher_schemas  # noqa: E402
+
+register_launcher_schemas()  # conf/hydra/launcher/submitit_slurm.yaml extends the plugin's schema
+
 
 def validate(cfg) -> None:
     """Cheap checks of values that would otherwise fail late (after reading data or loading a model)."""

@@ -2,6 +2,12 @@
 
 Returns the metrics dict so that sweepers (and :mod:`mlir.report`) can optimise and aggregate it.
 The thin ``train.py`` at the repository root is the Hydra entry point.
+
+Reliability (docs/reliability.md): cheap config checks run before Lightning is even imported, and the
+data and a resume checkpoint are checked before any logger, trainer or tokeniser starts, so a user's
+mistake is one line within seconds and leaves no output behind. Checkpoints are written atomically
+(:mod:`mlir.checkpoint_io`), carry the sampler and RNG states (:mod:`mlir.resume`) and load with
+``weights_only=True``; SIGTERM saves ``last.ckpt`` and exits cleanly (:mod:`mlir.signals`).
 """
 
 from __future__ import annotations
@@ -11,15 +17,17 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
-import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 import mlir.config  # noqa: F401  (registers resolvers)
 from mlir.errors import ConfigError, MlirError, find_mlir_error
 from mlir.logging import redact, warn_once
+
+if TYPE_CHECKING:  # lightning is imported lazily: config errors must not wait ~10 s for it
+    import lightning as L
 
 log = logging.getLogger(__name__)
 
@@ -43,33 +51,98 @@ def instantiate_loggers(cfg: DictConfig | None) -> list[Any]:
             if lg is not None:
                 loggers.append(lg)
         except Exception as e:
-            warn_once(f"logger-{name}", f"logger '{name}' unavailable ({type(e).__name__}: {e}); continuing without it")
+            warn_once(
+                f"logger-{name}",
+                f"logger '{name}' unavailable ({type(e).__name__}: {e}); continuing without it",
+            )
     return loggers
 
 
 def resolve_ckpt_path(cfg: DictConfig) -> str | None:
-    """``ckpt_path=last`` means this run's ``checkpoints/last.ckpt``; any other value is a path."""
+    """The checkpoint to resume from, or ``None``.
+
+    ``ckpt_path=last`` is this run's ``checkpoints/last.ckpt`` (pass ``hydra.run.dir=<run dir>`` to
+    continue a run in place; a requeued job with no checkpoint yet starts from scratch, with a warning).
+    A run directory means its ``checkpoints/last.ckpt``; anything else must be a checkpoint file.
+    """
     ckpt = cfg.get("ckpt_path")
     if ckpt in (None, "", "null"):
         return None
-    if ckpt == "last":
+    if str(ckpt) == "last":
         last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
-        return str(last) if last.exists() else None
-    if not Path(ckpt).exists():
+        if last.is_file():
+            return str(last)
+        hint = _latest_run_checkpoint(cfg, exclude=last)
+        log.warning(
+            "ckpt_path=last: %s does not exist, training from scratch%s",
+            last,
+            f" (to resume {hint.parent.parent}, add hydra.run.dir={hint.parent.parent})" if hint else "",
+        )
+        return None
+    path = Path(str(ckpt)).expanduser()
+    if path.is_dir():
+        for cand in (path / "checkpoints" / "last.ckpt", path / "last.ckpt"):
+            if cand.is_file():
+                return str(cand)
+        raise ConfigError(f"no last.ckpt in '{path}' or its checkpoints/", where="ckpt_path")
+    if not path.is_file():
         raise ConfigError(f"checkpoint '{ckpt}' does not exist", where="ckpt_path")
-    return str(ckpt)
+    return str(path)
 
 
-def build(cfg: DictConfig) -> tuple[Any, Any, Any]:
-    """Instantiate (module, datamodule, trainer) — also used by tests and the batch preview."""
+def _latest_run_checkpoint(cfg: DictConfig, exclude: Path) -> Path | None:
+    """The newest ``<log_dir>/<task>/runs/*/checkpoints/last.ckpt`` (a hint for a forgotten run dir)."""
+    try:
+        runs = Path(cfg.paths.log_dir) / str(cfg.get("task_name", "train")) / "runs"
+        found = [p for p in runs.glob("*/checkpoints/last.ckpt") if p != exclude]
+    except Exception:  # noqa: BLE001 - only a hint
+        return None
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def check_data(datamodule: Any, cfg: DictConfig) -> None:
+    """Read the corpus and build the training sampler once, now.
+
+    Unknown languages, a batch larger than a language's distinct ids, or an impossible alpha then fail
+    in one line before any logger, trainer or tokeniser starts (the DataModule caches the corpus).
+    """
+    if not hasattr(datamodule, "prepare_corpora"):
+        return
+    datamodule.prepare_corpora()
+    max_steps = cfg.trainer.get("max_steps") or -1
+    total = int(max_steps) if int(max_steps) > 0 else None
+    datamodule.make_sampler(datamodule.train_corpus, datamodule.seed, total_steps=total)
+
+
+def build(cfg: DictConfig, ckpt_path: str | None = None) -> tuple[Any, Any, Any]:
+    """Instantiate (module, datamodule, trainer) — also used by tests and the batch preview.
+
+    The data (:func:`check_data`) and ``ckpt_path`` (must fit the model) are checked before the
+    callbacks, loggers and trainer exist, so that bad input leaves no files behind.
+    """
+    import lightning as L
+
+    from mlir.checkpoint import check_fits
+    from mlir.utils.hydra_ddp import install as install_hydra_ddp
+
+    install_hydra_ddp()  # DDP ranks re-run *this* job in *its* directory, also in a multirun
+    from mlir.checkpoint_io import AtomicCheckpointIO
+
     module = hydra.utils.instantiate(cfg.model)
     sampler = hydra.utils.instantiate(cfg.sampler)
     datamodule = hydra.utils.instantiate(cfg.data, sampler=sampler, encoder=module.encoder, seed=cfg.seed)
+    check_data(datamodule, cfg)
+    if ckpt_path:
+        check_fits(module, ckpt_path)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))
     if not loggers:  # LearningRateMonitor refuses to run without a logger
         callbacks = [c for c in callbacks if not isinstance(c, L.pytorch.callbacks.LearningRateMonitor)]
-    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    # GradCache (manual optimisation): the module clips itself, the trainer must not (see trainer_overrides)
+    overrides = module.trainer_overrides(cfg.trainer) if hasattr(module, "trainer_overrides") else {}
+    if not cfg.trainer.get("plugins"):  # atomic, fsynced checkpoint files (mlir.checkpoint_io)
+        overrides.setdefault("plugins", [AtomicCheckpointIO()])
+    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **overrides)
     return module, datamodule, trainer
 
 
@@ -80,30 +153,84 @@ def evaluate_module(cfg: DictConfig, module: Any, trainer: Any | None = None) ->
     benchmarks = cfg.get("eval", {}).get("benchmarks")
     if not benchmarks:
         return {}
+    per_query_file = cfg.eval.get("per_query_file")  # per-query scores for mlir.report's paired tests
+    per_query: list[dict[str, Any]] | None = [] if per_query_file else None
     metrics = evaluate(
         module.encoder,
         benchmarks,
         batch_size=cfg.eval.get("batch_size", 64),
         trainer=trainer,
         seed=cfg.seed,
+        per_query=per_query,
     )
+    if per_query and (trainer is None or trainer.is_global_zero):
+        from mlir.eval.per_query import write_per_query
+
+        write_per_query(per_query_file, per_query)
     return {f"eval/{k}": float(v) for k, v in metrics.items()}
+
+
+def preflight(cfg: DictConfig) -> str | None:
+    """Checks that need no data, model or Lightning: they answer in about a second.
+
+    Returns the resolved resume checkpoint (see :func:`resolve_ckpt_path`).
+    """
+    import math
+
+    mlir.config.validate(cfg)
+    name = OmegaConf.select(cfg, "model.encoder.name_or_path", default=None)
+    if isinstance(name, str) and name.startswith(("/", ".", "~")) and not Path(name).expanduser().exists():
+        raise ConfigError(f"model directory '{name}' does not exist", where="model.encoder.name_or_path")
+    clip = cfg.trainer.get("gradient_clip_val")
+    if clip is not None and not math.isfinite(float(clip)):
+        raise ConfigError(
+            f"must be a finite number >= 0 (0 or null = off), got {clip}", where="trainer.gradient_clip_val"
+        )
+    return resolve_ckpt_path(cfg) if cfg.get("train", True) else None
+
+
+def _fit_kwargs(trainer: Any) -> dict[str, Any]:
+    """``weights_only=True`` for resuming where this Lightning supports it (2.6+): no code runs on load."""
+    import inspect
+
+    return {"weights_only": True} if "weights_only" in inspect.signature(trainer.fit).parameters else {}
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (unless ``train=false``), then evaluate the best checkpoint (unless ``test=false``)."""
+    ckpt_path = preflight(cfg)
+    import lightning as L
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from mlir.signals import PREEMPTED_EXIT_CODE
+
+    _route_lightning_logs()
+
     L.seed_everything(cfg.seed, workers=True)
-    module, datamodule, trainer = build(cfg)
+    module, datamodule, trainer = build(cfg, ckpt_path=ckpt_path)
     for lg in trainer.loggers:
         lg.log_hyperparams(redact(OmegaConf.to_container(cfg, resolve=True)))
 
     metrics: dict[str, float] = {}
     if cfg.get("train", True):
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg))
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, **_fit_kwargs(trainer))
+        except (
+            SIGTERMException
+        ):  # mlir.signals.PreemptionCheckpoint saved last.ckpt; no eval, no metrics.json
+            log.warning(
+                "stopped by SIGTERM at step %d; continue with: python train.py <same overrides> ckpt_path=last "
+                "hydra.run.dir=%s",
+                trainer.global_step,
+                cfg.paths.output_dir,
+            )
+            sys.exit(PREEMPTED_EXIT_CODE)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1})
 
     if cfg.get("test", True):
-        best = getattr(trainer.checkpoint_callback, "best_model_path", "") if trainer.checkpoint_callback else ""
+        best = (
+            getattr(trainer.checkpoint_callback, "best_model_path", "") if trainer.checkpoint_callback else ""
+        )
         if best and Path(best).exists():
             from mlir.checkpoint import load_module_weights
 
@@ -112,7 +239,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics.update(evaluate_module(cfg, module, trainer))
         if metrics and trainer.is_global_zero:
             for lg in trainer.loggers:
-                lg.log_metrics({k: v for k, v in metrics.items() if k.startswith("eval/")}, step=trainer.global_step)
+                lg.log_metrics(
+                    {k: v for k, v in metrics.items() if k.startswith("eval/")}, step=trainer.global_step
+                )
 
     if trainer.is_global_zero:
         out = Path(cfg.eval.get("output_file") or Path(cfg.paths.output_dir) / "metrics.json")
@@ -124,17 +253,73 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
+def _quiet_console() -> None:
+    """Keep stderr for errors: Python warnings go to the app's log handlers (Hydra: stdout and
+    ``<run dir>/<task>.log``); model-loading progress bars are dropped when stderr is not a terminal
+    (CI, SLURM logs), where they are only noise. Lightning's records: :func:`_route_lightning_logs`.
+    """
+    if logging.getLogger().handlers:
+        logging.captureWarnings(True)
+    if not sys.stderr.isatty():
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        if "transformers" in sys.modules:
+            sys.modules["transformers"].utils.logging.disable_progress_bar()
+
+
+def _route_lightning_logs() -> None:
+    """Send Lightning's records to the configured handlers instead of its own stderr handlers.
+
+    ``import lightning`` attaches stderr handlers (``INFO: ...``) to its loggers; once Hydra (or anyone)
+    has configured the root logger, they only duplicate its output and bury the one-line errors.
+    """
+    if not logging.getLogger().handlers:
+        return
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        lg = logging.getLogger(name)
+        for h in [h for h in lg.handlers if type(h) is logging.StreamHandler]:
+            lg.removeHandler(h)
+        lg.propagate = True
+
+
+def user_error(exc: BaseException) -> MlirError | None:
+    """The user-facing error behind ``exc``: an MlirError in its chain, a NaN stop, or a config error.
+
+    OmegaConf errors (a missing ``???`` value, a bad interpolation) and Lightning's
+    ``MisconfigurationException`` are configuration mistakes too; ``HYDRA_FULL_ERROR=1`` shows their
+    traceback instead (they can also come from a bug).
+    """
+    user = find_mlir_error(exc)
+    if user is not None:
+        return user
+    if isinstance(exc, FloatingPointError):
+        return MlirError(str(exc), where="training")
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        return None
+    from omegaconf.errors import OmegaConfBaseException
+
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OmegaConfBaseException):
+            msg = str(getattr(e, "msg", None) or e).strip().splitlines()[0]
+            return ConfigError(msg, where=getattr(e, "full_key", None) or None)
+        if type(e).__name__ == "MisconfigurationException":
+            return ConfigError(str(e).strip().splitlines()[0], where="trainer")
+        e = e.__cause__ or e.__context__
+    return None
+
+
 def run_main(fn, cfg: DictConfig) -> Any:
     """Call ``fn(cfg)``; a user error becomes one line on stderr and exit code 2, never a traceback."""
+    _quiet_console()
     try:
         return fn(cfg)
     except Exception as e:  # noqa: BLE001 - we re-raise anything that is not the user's mistake
-        user = find_mlir_error(e)
-        if user is None and isinstance(e, FloatingPointError):
-            user = MlirError(str(e), where="training")
+        user = user_error(e)
         if user is None:
             raise
-        print(f"error: {user}", file=sys.stderr)
+        print("error: " + " ".join(str(user).splitlines()), file=sys.stderr)
         sys.exit(2)
 
 

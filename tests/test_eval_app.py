@@ -38,7 +38,9 @@ def test_eval_py_on_xquad_r_subset(tmp_path, tiny_model_dir, xquad_r_dir):
         "eval.benchmarks.xquad_r.split={groups:[Normans,Warsaw]}",
         f"hydra.run.dir={out}",
     ]
-    res = subprocess.run(cmd, cwd=tmp_path, env=_env(tmp_path, xquad_r_dir.parent), capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        cmd, cwd=tmp_path, env=_env(tmp_path, xquad_r_dir.parent), capture_output=True, text=True, timeout=300
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     for setting in ("mono", "cross", "multi"):
@@ -50,7 +52,11 @@ def test_eval_py_on_xquad_r_subset(tmp_path, tiny_model_dir, xquad_r_dir):
     lines = res.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("lang "))
     assert "mono ndcg@10" in lines[header] and "multi rank_distance" in lines[header]
-    rows = {line.split()[0]: line.split()[1:] for line in lines[header + 2 : header + 7] if line and line[0] != "-"}
+    rows = {
+        line.split()[0]: line.split()[1:]
+        for line in lines[header + 2 : header + 7]
+        if line and line[0] != "-"
+    }
     assert set(rows) == {"en", "de", "zh", "avg"}
     assert float(rows["avg"][0]) == pytest.approx(metrics["xquad_r/mono/ndcg@10"], abs=1e-4)
     details = json.loads((out / "metrics_details.json").read_text())
@@ -59,7 +65,12 @@ def test_eval_py_on_xquad_r_subset(tmp_path, tiny_model_dir, xquad_r_dir):
 
 
 def test_user_error_is_one_line_without_traceback(tmp_path):
-    cmd = [sys.executable, str(ROOT / "eval.py"), f"ckpt_path={tmp_path}/missing.ckpt", f"hydra.run.dir={tmp_path}/run"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "eval.py"),
+        f"ckpt_path={tmp_path}/missing.ckpt",
+        f"hydra.run.dir={tmp_path}/run",
+    ]
     res = subprocess.run(cmd, cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=300)
     assert res.returncode == 2
     assert "Traceback" not in res.stderr
@@ -98,7 +109,10 @@ def test_checkpoint_weights_are_evaluated(tmp_path, tiny_model_dir, synth_dir, c
     run = tmp_path / "train_run"
     (run / ".hydra").mkdir(parents=True)
     train_cfg = _compose(model_cfg + _bench_overrides(synth_dir, tmp_path))
-    OmegaConf.save(OmegaConf.create({"model": OmegaConf.to_container(train_cfg.model, resolve=True)}), run / ".hydra" / "config.yaml")
+    OmegaConf.save(
+        OmegaConf.create({"model": OmegaConf.to_container(train_cfg.model, resolve=True)}),
+        run / ".hydra" / "config.yaml",
+    )
 
     enc = DualEncoder(str(tiny_model_dir), query_max_length=32, passage_max_length=64, token_budget=2048)
     module = RetrieverModule(encoder=enc)
@@ -142,7 +156,9 @@ def test_compose_adds_and_configures_benchmarks(synth_dir, tmp_path):
     assert b["xquad_r"]["max_queries_per_lang"] == 3 and b["xquad_r_mkqa"]["type"] == "xquad_r_mkqa"
     assert b["xquad_r"]["cross"]["target"] == "en"
     # the held-out variant follows data.split when a data config is present, else XQuAD-R's default
-    held = _compose(["benchmark@eval.benchmarks.xquad_r=xquad_r_heldout", *_bench_overrides(synth_dir, tmp_path)])
+    held = _compose(
+        ["benchmark@eval.benchmarks.xquad_r=xquad_r_heldout", *_bench_overrides(synth_dir, tmp_path)]
+    )
     resolved = OmegaConf.to_container(held.eval.benchmarks.xquad_r, resolve=True)
     assert resolved["split"] == {"n_eval_groups": 12, "seed": 0}
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

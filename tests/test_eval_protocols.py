@@ -43,7 +43,9 @@ def _toy_benchmark(**cfg) -> tuple[Benchmark, TableEncoder]:
         docs={"a": ["a_rel", "a_d1"], "b": ["b_rel", "b_d1"], "c": ["c_rel"]},
         rel={x: Relevance.from_lists([[0]]) for x in "abc"},
     )
-    return Benchmark(BenchmarkConfig.from_mapping("toy", {"type": "xquad_r", **cfg}), task), TableEncoder(table)
+    return Benchmark(BenchmarkConfig.from_mapping("toy", {"type": "xquad_r", **cfg}), task), TableEncoder(
+        table
+    )
 
 
 # ------------------------------------------------------------------------------------ rank distance
@@ -159,7 +161,9 @@ def test_group_split_restricts_queries_and_candidates(xquad_dir):
     sub = full.restrict_groups(["Article_1", "Article_3"])
     for lang in task.langs:
         assert sub.docs[lang] == task.docs[lang]
-        assert [full.query_ids[i] for i in sub.queries[lang].ids] == [task.query_ids[i] for i in task.queries[lang].ids]
+        assert [full.query_ids[i] for i in sub.queries[lang].ids] == [
+            task.query_ids[i] for i in task.queries[lang].ids
+        ]
 
 
 def test_heldout_split_matches_training_split(xquad_dir):
@@ -172,7 +176,9 @@ def test_heldout_split_matches_training_split(xquad_dir):
     task = load_benchmark("xq", _xq(xquad_dir, split=split, langs=["de", "zh"])).task
     assert task.meta["groups"] == held.meta["eval_groups"]
     train_task = load_benchmark("xq", _xq(xquad_dir, split={**split, "part": "train"})).task
-    assert set(train_task.docs["en"]).isdisjoint(load_benchmark("xq", _xq(xquad_dir, split=split)).task.docs["en"])
+    assert set(train_task.docs["en"]).isdisjoint(
+        load_benchmark("xq", _xq(xquad_dir, split=split)).task.docs["en"]
+    )
 
 
 def test_query_subsample_is_seeded_and_parallel(xquad_dir):
@@ -187,12 +193,17 @@ def test_query_subsample_is_seeded_and_parallel(xquad_dir):
         assert a.docs[lang] == full.docs[lang]  # candidates are never subsampled
     assert a.queries["en"].ids.tolist() != c.queries["en"].ids.tolist()
     # a smaller subsample of a subsample is the smaller subsample
-    assert a.subsample_queries(3, seed=1).queries["en"].ids.tolist() == full.subsample_queries(3, seed=1).queries["en"].ids.tolist()
+    assert (
+        a.subsample_queries(3, seed=1).queries["en"].ids.tolist()
+        == full.subsample_queries(3, seed=1).queries["en"].ids.tolist()
+    )
     # via config, and a language missing some questions still gets its quota
     cfg_task = load_benchmark("xq", _xq(xquad_dir, max_queries_per_lang=4, seed=1)).task
     assert cfg_task.queries["de"].ids.tolist() == full.subsample_queries(4, seed=1).queries["de"].ids.tolist()
     q = full.queries["de"]
-    gappy = RetrievalTask(**{**full.__dict__, "queries": {**full.queries, "de": LangQueries(q.ids[::2], q.texts[::2])}})
+    gappy = RetrievalTask(
+        **{**full.__dict__, "queries": {**full.queries, "de": LangQueries(q.ids[::2], q.texts[::2])}}
+    )
     assert len(gappy.subsample_queries(5, seed=1).queries["de"].ids) == 5
 
 
@@ -214,7 +225,9 @@ def test_cross_pairs_configuration(xquad_dir):
 def test_mkqa_format_from_xquad_r_is_labelled_by_source(xquad_dir):
     with pytest.raises(ConfigError):
         BenchmarkConfig.from_mapping("mkqa", {"type": "xquad_r_mkqa", "path": str(xquad_dir)})
-    bench = load_benchmark("xquad_r_mkqa", {"type": "xquad_r_mkqa", "path": str(xquad_dir), "download": False})
+    bench = load_benchmark(
+        "xquad_r_mkqa", {"type": "xquad_r_mkqa", "path": str(xquad_dir), "download": False}
+    )
     assert bench.task.meta["protocol"] == "mkqa"
     assert bench.task.docs["de"] == sorted(set(bench.task.docs["de"]), key=bench.task.docs["de"].index)
     m = evaluate(KeyEncoder(), [bench])
@@ -241,7 +254,10 @@ MKQA_RECORDS = [
         "query": "when k2",
         "queries": {"en": "when k2", "de": "wann k2", "ja": "k2 いつ"},
         "answers": {
-            lang: [{"type": "date", "text": "k2 2017", "aliases": []}, {"type": "date", "text": "k2 2017-05-18"}]
+            lang: [
+                {"type": "date", "text": "k2 2017", "aliases": []},
+                {"type": "date", "text": "k2 2017-05-18"},
+            ]
             for lang in ("en", "de", "ja")
         },
     },
@@ -280,7 +296,9 @@ def test_mkqa_parsing_and_drop_counts(mkqa_file):
     assert skipped["ja"] == {"missing_query": 0, "missing_answers": 1, "no_answer_text": 1}
     assert sorted(task.queries["en"].texts) == sorted(["who directed k1", "when k2", "what k4", "which k5"])
     assert sorted(task.queries["de"].texts) == sorted(["wer k1", "wann k2", "welche k5"])
-    assert sorted(task.docs["en"]) == sorted(["Ridley Scott k1", "k2 2017", "k2 2017-05-18", "k4 en", "k5 en"])
+    assert sorted(task.docs["en"]) == sorted(
+        ["Ridley Scott k1", "k2 2017", "k2 2017-05-18", "k4 en", "k5 en"]
+    )
     assert sorted(task.docs["ja"]) == sorted(["k1 スコット", "k2 2017", "k2 2017-05-18", "k4 ja"])
     qid = task.query_ids.index("2")
     assert sorted(task.docs["de"][i] for i in task.rel["de"].of(qid)) == ["k2 2017", "k2 2017-05-18"]
@@ -316,20 +334,26 @@ def test_mkqa_duplicate_query_texts_are_merged_as_in_mteb():
 
 
 @pytest.mark.data
-@pytest.mark.skipif(not (SHARED / "mkqa" / "test_mkqa.jsonl.gz").is_file(), reason="needs the shared MKQA fixture")
+@pytest.mark.skipif(
+    not (SHARED / "mkqa" / "test_mkqa.jsonl.gz").is_file(), reason="needs the shared MKQA fixture"
+)
 def test_official_mkqa_fixture_counts():
     import gzip
 
     path = SHARED / "mkqa" / "test_mkqa.jsonl.gz"
     raw = [json.loads(line) for line in gzip.open(path, "rt", encoding="utf-8")]
-    task = load_benchmark("mkqa", {"type": "mkqa", "path": str(path), "download": False, "langs": ["en", "ru"]}).task
+    task = load_benchmark(
+        "mkqa", {"type": "mkqa", "path": str(path), "download": False, "langs": ["en", "ru"]}
+    ).task
     for lang in ("en", "ru"):
         answerable = [r for r in raw if any(a.get("text") for a in r["answers"][lang])]
         assert len(task.queries[lang].ids) == len(answerable)
         texts = {a["text"] for r in answerable for a in r["answers"][lang] if a.get("text")}
         assert sorted(task.docs[lang]) == sorted(texts)
         assert task.meta["skipped"][lang]["no_answer_text"] == len(raw) - len(answerable)
-    m = evaluate(HashingEncoder(dim=64), [Benchmark(BenchmarkConfig.from_mapping("mkqa", {"type": "mkqa"}), task)])
+    m = evaluate(
+        HashingEncoder(dim=64), [Benchmark(BenchmarkConfig.from_mapping("mkqa", {"type": "mkqa"}), task)]
+    )
     assert {"mkqa/mono/ndcg@10/en", "mkqa/cross/ndcg@10/ru", "mkqa/multi/rank_distance/en"} <= set(m)
 
 

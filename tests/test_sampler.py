@@ -62,7 +62,7 @@ def binom_ok(k: int, n: int, p: float, z: float = 5.0) -> bool:
 @pytest.mark.parametrize("alpha", [0.0, 0.2, 0.5, 0.85, 1.0])
 def test_mono_fraction_follows_alpha(alpha):
     data = synth(400, drop=0.2)
-    s = HybridBatchSampler(data, 8, alpha=alpha, steps_per_epoch=2000, seed=3)
+    s = HybridBatchSampler(data, 8, alpha=alpha, steps_per_epoch=1500, seed=3)
     kinds = [s.batch_info(0, i).kind for i in range(s.steps_per_epoch)]
     assert set(kinds) <= {"mono", "cross"}
     assert binom_ok(kinds.count("mono"), len(kinds), alpha)
@@ -100,6 +100,26 @@ def test_cross_pairs_cover_all_ordered_language_pairs_uniformly():
     n = sum(counts.values())
     assert len(counts) == 12  # 4 * 3 ordered pairs, X != Y
     assert all(binom_ok(c, n, 1 / 12) for c in counts.values())
+
+
+def test_cross_pairs_follow_size_weights_without_replacement():
+    # 300 ids in en/de/fr plus single-language ids that make en and de "bigger" for size sampling
+    pid = np.concatenate([np.repeat(np.arange(300), 3), np.arange(300, 900), np.arange(900, 1050)])
+    lang = np.concatenate([np.tile([0, 1, 2], 300), np.zeros(600, int), np.ones(150, int)])
+    data = {"pid": pid, "lang_idx": lang, "passage_idx": np.arange(len(pid)), "langs": ["en", "de", "fr"]}
+    s = HybridBatchSampler(data, 16, alpha=0.5, lang_sampling="size", steps_per_epoch=400, seed=3)
+    w = np.array([900, 450, 300]) / 1650
+    assert s.lang_probs == pytest.approx(w)
+    counts = np.zeros((3, 3))
+    for gb in all_batches(s):
+        if gb.kind == "cross":
+            np.add.at(counts, (gb.q_lang, gb.p_lang), 1)
+    n = counts.sum()
+    assert n > 2000 and np.trace(counts) == 0
+    for a in range(3):
+        for b in range(3):
+            if a != b:  # P(X=a, Y=b) = w_a * w_b / (1 - w_a)
+                assert binom_ok(int(counts[a, b]), int(n), w[a] * w[b] / (1 - w[a]))
 
 
 def test_no_duplicate_ids_passages_or_translations_in_a_batch():
@@ -232,7 +252,7 @@ def test_size_based_language_sampling_with_temperature():
     n_l = np.bincount(data["lang_idx"], minlength=3).astype(float)
 
     def freqs(**kw):
-        s = HybridBatchSampler(data, 8, alpha=1.0, steps_per_epoch=2000, seed=2, **kw)
+        s = HybridBatchSampler(data, 8, alpha=1.0, steps_per_epoch=1500, seed=2, **kw)
         langs = [s.batch_info(0, i).lang for i in range(s.steps_per_epoch)]
         return np.array([langs.count(x) for x in s.langs]) / len(langs), s
 
@@ -244,7 +264,7 @@ def test_size_based_language_sampling_with_temperature():
     ]:
         f, s = freqs(**kw)
         assert s.lang_probs == pytest.approx(target)
-        assert all(binom_ok(round(fi * 2000), 2000, ti) for fi, ti in zip(f, target))
+        assert all(binom_ok(round(fi * 1500), 1500, ti) for fi, ti in zip(f, target))
         got[name] = f
     hot, warm = got["T=1"], got["T=2"]
     assert hot[0] > warm[0] > 1 / 3 and hot[2] < warm[2] < 1 / 3

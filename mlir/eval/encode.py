@@ -108,11 +108,24 @@ def all_gather_rows(local: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
     return torch.cat([p[:n].cpu() for p, n in zip(parts, sizes)])
 
 
-def _call(fn: Callable, texts: list[str], batch_size: int | None) -> torch.Tensor:
-    out = fn(texts, batch_size=batch_size) if batch_size else fn(texts)
-    if not isinstance(out, torch.Tensor):
-        out = torch.as_tensor(np.asarray(out))
-    return out.detach().float().cpu()
+#: Texts per encoder call: large enough for length-sorted batching, small enough for progress lines.
+PROGRESS_CHUNK = 8192
+
+
+def _call(fn: Callable, texts: list[str], batch_size: int | None, what: str = "") -> torch.Tensor:
+    parts = []
+    t0 = time.perf_counter()
+    for a in range(0, len(texts), PROGRESS_CHUNK):
+        chunk = texts[a : a + PROGRESS_CHUNK]
+        out = fn(chunk, batch_size=batch_size) if batch_size else fn(chunk)
+        if not isinstance(out, torch.Tensor):
+            out = torch.as_tensor(np.asarray(out))
+        parts.append(out.detach().float().cpu())
+        if len(texts) > PROGRESS_CHUNK:
+            done = a + len(chunk)
+            rate = done / max(time.perf_counter() - t0, 1e-9)
+            log.info("encoding %s: %d/%d texts (%.0f/s)", what, done, len(texts), rate)
+    return torch.cat(parts) if len(parts) > 1 else parts[0]
 
 
 def encode_unique(
@@ -137,14 +150,14 @@ def encode_unique(
     if not uniq:
         return torch.zeros(0, 0), inverse
     if not dist.distributed:
-        emb = _call(fn, uniq, batch_size)
+        emb = _call(fn, uniq, batch_size, side)
     else:
         sizes = [
             b - a for a, b in (shard_bounds(len(uniq), r, dist.world_size) for r in range(dist.world_size))
         ]
         start, end = shard_bounds(len(uniq), dist.rank, dist.world_size)
         if end > start:
-            local = _call(fn, uniq[start:end], batch_size)
+            local = _call(fn, uniq[start:end], batch_size, f"{side} (rank {dist.rank})")
         else:  # more ranks than texts: this rank only needs the width for the collective
             local = _call(fn, uniq[:1], batch_size)[:0]
         emb = all_gather_rows(local, sizes)

@@ -102,13 +102,17 @@ def score_task(
     ks: Sequence[int] = (1, 5, 10, 100),
     device: Any = None,
     pair_keys: bool = False,
+    per_query: list[dict[str, Any]] | None = None,
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """Metrics of one task from its embeddings.
 
     ``q_emb`` rows follow ``task.queries[lang].texts`` for ``lang`` in ``task.langs``, concatenated;
     ``d_emb`` rows follow ``task.docs[lang]`` likewise. Returns (flat metrics, query counts per view).
+    ``per_query``, if given, receives one entry per view with every query's metrics (paired
+    significance tests need them; see :mod:`mlir.eval.per_query`).
     """
     name = task.name
+    collect = per_query
     q_sl = dict(zip(task.langs, _slices([len(task.queries[x].texts) for x in task.langs])))
     d_sl = dict(zip(task.langs, _slices([len(task.docs[x]) for x in task.langs])))
     out: dict[str, float] = {}
@@ -122,6 +126,19 @@ def score_task(
             "dropped": view.dropped,
             "merged": view.merged,
         }
+        if collect is not None:
+            d_lang = key.split("-", 1)[1] if setting == "cross" else ("*" if setting == "multi" else key)
+            qids = [str(task.query_ids[i]) for i in view.qids]
+            collect.append(
+                {
+                    "benchmark": name,
+                    "setting": setting,
+                    "q_lang": view.q_lang,
+                    "d_lang": d_lang,
+                    "qid": qids,
+                    "metrics": per_query,
+                }
+            )
         return {m: _mean(v) for m, v in per_query.items()}
 
     per_lang: dict[str, dict[str, dict[str, float]]] = {}
@@ -187,8 +204,12 @@ def evaluate_benchmark(
     batch_size: int | None = None,
     device: Any = None,
     dist: DistInfo | None = None,
+    per_query: list[dict[str, Any]] | None = None,
 ) -> tuple[dict[str, float], dict[str, Any]]:
-    """Encode (sharded, deduplicated) and score one benchmark; every rank gets the same metrics."""
+    """Encode (sharded, deduplicated) and score one benchmark; every rank gets the same metrics.
+
+    ``per_query`` (rank 0 only) receives the per-query metrics of every view (see :func:`score_task`).
+    """
     dist = dist or DistInfo()
     task = bench.task
     t0 = time.perf_counter()
@@ -208,6 +229,7 @@ def evaluate_benchmark(
             ks=c.ks,
             device=device,
             pair_keys=bool(c.cross.get("pair_keys", False)),
+            per_query=per_query,
         )
         t_all = time.perf_counter() - t0
         info = {
@@ -243,6 +265,7 @@ def evaluate(
     seed: int | None = None,
     max_queries_per_lang: int | None = None,
     details: dict[str, Any] | None = None,
+    per_query: list[dict[str, Any]] | None = None,
 ) -> dict[str, float]:
     """Evaluate ``encoder`` on ``benchmarks`` (``eval.benchmarks``: name -> config, or built Benchmarks).
 
@@ -250,7 +273,8 @@ def evaluate(
     the ``trainer`` (or ``dist``): all ranks must call this; each encodes a shard, rank 0 scores and the
     metrics are broadcast, so every rank returns the same dict. ``seed`` is the default query-subsample
     seed of benchmarks that set none; ``max_queries_per_lang`` overrides the benchmarks' own subsample.
-    ``details``, if given, receives per-benchmark counts and timings.
+    ``details``, if given, receives per-benchmark counts and timings; ``per_query``, if given, the
+    per-query metrics of every view on rank 0 (written by :func:`mlir.eval.per_query.write_per_query`).
     """
     dist = dist or DistInfo.from_trainer(trainer)
     if device is None and trainer is not None:
@@ -258,7 +282,9 @@ def evaluate(
     out: dict[str, float] = {}
     for bench in load_benchmarks(benchmarks, seed=seed):
         bench = bench.with_max_queries(max_queries_per_lang)
-        metrics, info = evaluate_benchmark(encoder, bench, batch_size=batch_size, device=device, dist=dist)
+        metrics, info = evaluate_benchmark(
+            encoder, bench, batch_size=batch_size, device=device, dist=dist, per_query=per_query
+        )
         out.update(metrics)
         if details is not None:
             details[bench.name] = info

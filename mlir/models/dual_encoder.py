@@ -36,15 +36,26 @@ def resolve_model_path(name_or_path: str, cache_dir: str | None = None) -> str:
     return name_or_path
 
 
-def _load_hf(name_or_path: str, trust_remote_code: bool, cache_dir: str | None):
-    from transformers import AutoModel, AutoTokenizer
+#: config attributes that hold dropout probabilities (BERT/XLM-R names first, then BART/DistilBERT-style).
+_DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout", "activation_dropout")
+
+
+def _load_hf(name_or_path: str, trust_remote_code: bool, cache_dir: str | None, dropout: float | None = None):
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     path = resolve_model_path(name_or_path, cache_dir)
     if path.startswith((".", "/", "~")) and not Path(path).expanduser().exists():
         raise ConfigError(f"model directory '{path}' does not exist", where="model.name_or_path")
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-        model = AutoModel.from_pretrained(path, trust_remote_code=trust_remote_code)
+        kwargs = {}
+        if dropout is not None:  # e.g. 0.0 for bit-exact comparisons (DDP / GradCache tests)
+            config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+            for key in _DROPOUT_KEYS:
+                if isinstance(getattr(config, key, None), float):
+                    setattr(config, key, float(dropout))
+            kwargs["config"] = config
+        model = AutoModel.from_pretrained(path, trust_remote_code=trust_remote_code, **kwargs)
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise MlirError(
@@ -69,6 +80,7 @@ class DualEncoder(nn.Module):
         freeze_embeddings: freeze the word-embedding matrix (250k x H for XLM-R vocabularies). Saves the
             AdamW update over most of the parameters and keeps unseen languages' tokens where they were.
         token_budget: maximum padded tokens per sub-batch when encoding (memory/speed knob).
+        dropout: override the backbone's dropout probabilities (``None`` keeps the checkpoint's config).
     """
 
     def __init__(
@@ -86,6 +98,7 @@ class DualEncoder(nn.Module):
         gradient_checkpointing: bool = False,
         trust_remote_code: bool = False,
         cache_dir: str | None = None,
+        dropout: float | None = None,
     ):
         super().__init__()
         if pooling not in ("mean", "cls"):
@@ -98,7 +111,17 @@ class DualEncoder(nn.Module):
                 f"token_budget {token_budget} is smaller than one max-length text", where="model.encoder.token_budget"
             )
         self.name_or_path = name_or_path
-        self.tokenizer, self.query_model = _load_hf(name_or_path, trust_remote_code, cache_dir)
+        if dropout is not None and not 0.0 <= float(dropout) < 1.0:
+            raise ConfigError(f"must be in [0, 1), got {dropout}", where="model.encoder.dropout")
+        self.tokenizer, self.query_model = _load_hf(
+            name_or_path, trust_remote_code, cache_dir, None if dropout is None else float(dropout)
+        )
+        # The HF pooler (dense + tanh on [CLS]) is not used by our pooling of last_hidden_state. Frozen,
+        # it is left out of the optimiser and of DDP's reducer, which otherwise (find_unused_parameters=
+        # false) waits for gradients that never come and fails on the second step.
+        pooler = getattr(self.query_model, "pooler", None)
+        if isinstance(pooler, nn.Module):
+            pooler.requires_grad_(False)
         self.passage_model = self.query_model if shared else _clone(self.query_model)
         self.shared = shared
         self.pooling = pooling

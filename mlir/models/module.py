@@ -3,13 +3,18 @@
 Batches arrive as unpadded token-id lists (see ``mlir.data.datamodule``); the encoder pads each
 length-sorted sub-batch to its own width. The optimiser is AdamW with linear warmup and decay, no
 weight decay on biases and LayerNorms, and the fused CUDA kernel when the parameters live on a GPU.
+
+With ``grad_cache.chunk_size`` set, the step is :class:`~mlir.models.grad_cache.GradCache` under
+manual optimisation: several backward passes per step, DDP's all-reduce suspended for all but the
+last, then clipping (by the module: Lightning refuses ``Trainer(gradient_clip_val)`` in manual
+optimisation), the optimiser step and the scheduler step — one all-reduce per step, like the plain path.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import lightning as L
@@ -17,7 +22,10 @@ import torch
 
 from mlir.errors import ConfigError
 from mlir.models.dual_encoder import DualEncoder
+from mlir.models.grad_cache import GradCache
 from mlir.models.loss import InfoNCELoss
+
+_GRAD_CACHE_KEYS = ("chunk_size", "rng_replay", "clip", "clip_algorithm")
 
 
 class RetrieverModule(L.LightningModule):
@@ -32,6 +40,11 @@ class RetrieverModule(L.LightningModule):
         nan_policy: ``"skip"`` a non-finite loss (counted in ``train/skipped_steps``) or ``"stop"`` with a
             clear error, leaving the last good checkpoint untouched.
         weight_decay_exclude: parameter-name fragments exempt from weight decay.
+        compile: ``torch.compile`` the encoder tower(s) in ``configure_model``.
+        grad_cache: ``{chunk_size, rng_replay, clip, clip_algorithm}``. ``chunk_size`` (pairs per chunk,
+            ``None`` = off) switches to GradCache under manual optimisation; ``clip`` is then the max
+            gradient norm the module applies (``None``: :meth:`trainer_overrides` adopts
+            ``trainer.gradient_clip_val``).
     """
 
     def __init__(
@@ -45,6 +58,7 @@ class RetrieverModule(L.LightningModule):
         nan_policy: str = "skip",
         weight_decay_exclude: tuple[str, ...] = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight"),
         compile: bool = False,
+        grad_cache: Mapping[str, Any] | None = None,
     ):
         super().__init__()
         if nan_policy not in ("skip", "stop"):
@@ -64,7 +78,55 @@ class RetrieverModule(L.LightningModule):
         self.compile = compile
         self.skipped_steps = 0
         self.pair_counts: Counter[str] = Counter()
+        gc = dict(grad_cache or {})
+        unknown = sorted(set(gc) - set(_GRAD_CACHE_KEYS))
+        if unknown:
+            raise ConfigError(f"unknown keys {unknown} (known: {list(_GRAD_CACHE_KEYS)})", where="model.grad_cache")
+        self.grad_cache: GradCache | None = None
+        if gc.get("chunk_size") is not None:
+            self.grad_cache = GradCache(
+                self.encoder, self.loss_fn, gc["chunk_size"], rng_replay=gc.get("rng_replay", True)
+            )
+            self.automatic_optimization = False
+        clip = gc.get("clip")
+        if clip is not None and not float(clip) > 0:
+            raise ConfigError(f"must be > 0 or null, got {clip}", where="model.grad_cache.clip")
+        self.grad_clip: float | None = float(clip) if clip is not None else None
+        self.grad_clip_algorithm: str = str(gc.get("clip_algorithm") or "norm")
+        if self.grad_clip_algorithm not in ("norm", "value"):
+            raise ConfigError(
+                f"must be 'norm' or 'value', got '{self.grad_clip_algorithm}'", where="model.grad_cache.clip_algorithm"
+            )
         self.save_hyperparameters(ignore=["encoder", "loss", "optimizer"])
+
+    def trainer_overrides(self, trainer_cfg: Mapping[str, Any]) -> dict[str, Any]:
+        """Trainer kwargs this module needs on top of ``trainer_cfg`` (``{}`` without GradCache).
+
+        Under GradCache (manual optimisation) Lightning rejects ``gradient_clip_val`` and
+        ``accumulate_grad_batches``: the module takes over the clip value (unless ``grad_cache.clip``
+        sets a different one: a ConfigError) and the trainer gets ``gradient_clip_val=None``, so the
+        same trainer configs serve both paths.
+        """
+        if self.grad_cache is None:
+            return {}
+        acc = trainer_cfg.get("accumulate_grad_batches", 1)
+        if acc not in (None, 1):
+            raise ConfigError(
+                f"GradCache takes one optimiser step per global batch; got accumulate_grad_batches={acc}. "
+                "Raise data.batch_size instead (GradCache keeps memory at one chunk)",
+                where="trainer.accumulate_grad_batches",
+            )
+        clip = trainer_cfg.get("gradient_clip_val")
+        if clip:
+            if self.grad_clip is not None and float(clip) != self.grad_clip:
+                raise ConfigError(
+                    f"both model.grad_cache.clip={self.grad_clip} and trainer.gradient_clip_val={clip} are set; "
+                    "under GradCache the module clips: set only one",
+                    where="model.grad_cache.clip",
+                )
+            self.grad_clip = float(clip)
+            self.grad_clip_algorithm = str(trainer_cfg.get("gradient_clip_algorithm") or self.grad_clip_algorithm)
+        return {"gradient_clip_val": None}
 
     # ----------------------------------------------------------------- steps
     def embed_batch(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -74,17 +136,61 @@ class RetrieverModule(L.LightningModule):
         return q, p, neg
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+        if self.grad_cache is not None:
+            return self._grad_cache_step(batch)
         q, p, neg = self.embed_batch(batch)
         loss, stats = self.loss_fn(q, p, neg)
         if not torch.isfinite(loss):
-            if self.nan_policy == "stop":
-                raise FloatingPointError(
-                    f"non-finite training loss ({loss.item()}) at global step {self.global_step}; "
-                    "the last good checkpoint is kept (set model.nan_policy=skip to skip such steps)"
-                )
-            self.skipped_steps += 1
-            self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, batch_size=len(batch["q_ids"]))
+            self._non_finite(loss, batch)
             return None
+        self._log_train(loss, stats, batch)
+        return loss
+
+    def _non_finite(self, loss: torch.Tensor, batch: dict[str, Any]) -> None:
+        """The NaN policy: raise (``stop``) or count and log a skipped step (``skip``)."""
+        if self.nan_policy == "stop":
+            value = f"{loss.item()}" if not torch.isfinite(loss) else f"{loss.item()} here, non-finite on another rank"
+            raise FloatingPointError(
+                f"non-finite training loss ({value}) at global step {self.global_step}; "
+                "the last good checkpoint is kept (set model.nan_policy=skip to skip such steps)"
+            )
+        self.skipped_steps += 1
+        self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, batch_size=len(batch["q_ids"]))
+
+    def _grad_cache_step(self, batch: dict[str, Any]) -> torch.Tensor | None:
+        """GradCache under manual optimisation: embed, loss, chunked backward, clip, step, schedule."""
+        gc = self.grad_cache
+        assert gc is not None
+        opt = self.optimizers()
+        cache = gc.embed(batch)
+        loss, stats = gc.loss(cache)
+        strategy = self.trainer.strategy
+        # every rank must take the same branch (the backward passes hold collectives); a skipped batch
+        # runs no optimiser or scheduler step, so it does not count toward trainer.max_steps
+        if not strategy.reduce_boolean_decision(bool(torch.isfinite(loss)), all=True):
+            self._non_finite(loss, batch)
+            return None
+        grads = gc.embedding_grads(loss, cache)
+        opt.zero_grad()
+        # DDP: no all-reduce for the first chunks' backward passes, one for the last (complete) gradients
+        no_sync = getattr(strategy, "block_backward_sync", None)
+        gc.backward(batch, cache, grads, backward=self.manual_backward, no_sync=no_sync)
+        opt.step()  # clipping happens in on_before_optimizer_step, after AMP unscaling
+        sched = self.lr_schedulers()
+        if sched is not None:
+            sched.step()
+        loss = loss.detach()
+        self._log_train(loss, stats, batch)
+        return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Manual optimisation clips here: grads are complete, all-reduced and (fp16 AMP) unscaled."""
+        if not self.automatic_optimization and self.grad_clip:
+            self.clip_gradients(
+                optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm=self.grad_clip_algorithm
+            )
+
+    def _log_train(self, loss: torch.Tensor, stats: dict[str, torch.Tensor], batch: dict[str, Any]) -> None:
         n = len(batch["q_ids"])
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n, sync_dist=True)
         self.log("train/accuracy", stats["accuracy"], on_step=True, on_epoch=True, batch_size=n, sync_dist=True)
@@ -93,7 +199,6 @@ class RetrieverModule(L.LightningModule):
             self.log("train/alpha", float(batch["alpha"]), on_step=True, batch_size=n)
         for ql, pl in zip(batch.get("q_langs", ()), batch.get("p_langs", ())):
             self.pair_counts[f"{ql}-{pl}"] += 1
-        return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         q, p, neg = self.embed_batch(batch)

@@ -6,8 +6,8 @@ the same parallel id: the query text of ``q_row`` and the positive passage of ``
 * **X-X-mono** batch: one language ``L`` per batch (uniform, or ``p_L ∝ n_L^(1/T)``); every pair is
   ``(row(id, L), row(id, L))``.
 * **X-Y** batch: every pair has its own ordered language pair ``X != Y``, drawn among the id's
-  languages (Plackett-Luce without replacement using the same language weights, so uniform weights
-  give a uniform ordered pair). Ids with a single language never appear in X-Y batches.
+  languages (weighted sampling without replacement using the same language weights, so uniform
+  weights give a uniform ordered pair). Ids with a single language never appear in X-Y batches.
 * **Hybrid**: each *global* batch is X-X-mono with probability ``alpha(step)``, else X-Y.
 
 Design choices (tests in ``tests/test_sampler.py`` pin them down):
@@ -152,6 +152,8 @@ def _as_arrays(corpus: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[st
 
 def _first_occurrences(keys: np.ndarray) -> np.ndarray:
     """Positions of the first occurrence of each distinct key, in increasing position order."""
+    if len(keys) < 2 or (np.diff(np.sort(keys)) != 0).all():  # the usual case: all distinct
+        return np.arange(len(keys))
     order = np.argsort(keys, kind="stable")  # equal keys keep their order: the first comes first
     ordered = keys[order]
     keep = np.ones(len(keys), dtype=bool)
@@ -346,6 +348,7 @@ class HybridBatchSampler(Sampler[list[tuple[int, int]]]):
         self._start_step = 0  # where the next __iter__ starts (set by load_state_dict)
         self.last_batch_info: BatchInfo | None = None
         self.sampler = _EpochHook(self)  # where Lightning looks for set_epoch on a batch sampler
+        self._fp: str | None = None
         self._query_cursor: _Cursor | None = None
         self._plans: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._batches: OrderedDict[tuple[int, int], GlobalBatch] = OrderedDict()
@@ -393,9 +396,10 @@ class HybridBatchSampler(Sampler[list[tuple[int, int]]]):
                 logp = np.log(n_ids_per_lang.astype(np.float64)) / self.temperature
             p = np.exp(logp - logp[np.isfinite(logp)].max()) if np.isfinite(logp).any() else logp * 0
         self.lang_probs = p / p.sum() if p.sum() > 0 else p
-        # log-weights for X-Y language pairs (ids never have a language of weight 0: it would be in the pool)
-        with np.errstate(divide="ignore"):
-            self._log_w = np.log(self.lang_probs)
+        # X-Y language weights as 1/w (None: uniform). A weight-0 language has no id in the pool.
+        w = self.lang_probs
+        uniform = np.allclose(w[w > 0], w[w > 0][0]) if (w > 0).any() else True
+        self._inv_w = None if uniform else np.where(w > 0, 1.0 / np.where(w > 0, w, 1.0), 0.0)
 
         n_clusters = int(cluster.max()) + 1
 
@@ -547,7 +551,10 @@ class HybridBatchSampler(Sampler[list[tuple[int, int]]]):
             q_rows = p_rows = rows
             q_lang = p_lang = np.full(B, self._lang_cols[L], dtype=np.int16)
         else:
-            keys = cur.rng.gumbel(size=(B, len(self.langs))) + self._log_w
+            # weighted sampling without replacement (Efraimidis-Spirakis): top-2 of log(u) / w
+            keys = cur.rng.random(size=(B, len(self.langs)))
+            if self._inv_w is not None:
+                keys = np.log(keys) * self._inv_w
             keys[~has[ids]] = -np.inf
             ar = np.arange(B)
             x = keys.argmax(axis=1)
@@ -600,7 +607,11 @@ class HybridBatchSampler(Sampler[list[tuple[int, int]]]):
         return gb  # type: ignore[return-value]
 
     def batch_info(self, epoch: int, step: int) -> BatchInfo:
-        """Kind, mono language and per-pair ``(q_lang, p_lang)`` codes of a step (cached, else replayed)."""
+        """Kind, mono language and per-pair ``(q_lang, p_lang)`` language codes of a step, for logging.
+
+        Served from a history of recent steps (two epochs), else recomputed by replaying the epoch.
+        With DataLoader prefetching, ask for the trainer's step rather than reading ``last_batch_info``.
+        """
         info = self._infos.get((epoch, step))
         if info is None:
             gb = self.global_batch(epoch, step)
@@ -646,6 +657,8 @@ class HybridBatchSampler(Sampler[list[tuple[int, int]]]):
 
     def _fingerprint(self) -> str:
         """A short digest of what determines the batch sequence (to warn on mismatched resumes)."""
+        if self._fp is not None:
+            return self._fp
         parts = (
             self.num_ids,
             len(self._pool),
@@ -660,7 +673,8 @@ class HybridBatchSampler(Sampler[list[tuple[int, int]]]):
             self.temperature,
             self.max_deferred,
         )
-        return hashlib.sha1(repr(parts).encode()).hexdigest()[:16]
+        self._fp = hashlib.sha1(repr(parts).encode()).hexdigest()[:16]
+        return self._fp
 
     def state_at(self, epoch: int, step: int) -> dict[str, Any]:
         """A state dict for "``step`` batches of ``epoch`` done" (use the trainer's count when prefetching)."""

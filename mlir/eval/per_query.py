@@ -1,0 +1,65 @@
+"""Per-query metrics next to ``metrics.json``: what paired significance tests between runs need.
+
+Why a separate file: ``metrics.json`` holds means, and two runs can only be compared *per query* (the
+paired bootstrap / sign-flip tests of :mod:`mlir.report`) from every query's own score. XQuAD-R held
+out is ~35k (query, view) rows per benchmark with the cross pairs, so the file is a compressed,
+columnar ``.npz`` (no pickle: loads with ``allow_pickle=False``).
+
+Columns (one row per query and view; a view is a setting and a query/document language pair):
+
+* ``benchmark``, ``setting`` (mono/cross/multi), ``q_lang``, ``d_lang`` (the searched language; ``*``
+  for multi), ``qid`` (the parallel query id of the source data: the same question in every language)
+* one float column per metric: ``ndcg@10``, ``map``, ``recall@k``, ``mrr@10`` and ``rank_distance``
+  (multi only; NaN elsewhere and where undefined).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+KEYS = ("benchmark", "setting", "q_lang", "d_lang", "qid")
+
+
+def to_columns(views: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Flatten :func:`mlir.eval.runner.evaluate`'s ``per_query`` entries into equal-length columns."""
+    metrics = sorted({m for v in views for m in v["metrics"]})
+    cols: dict[str, list] = {k: [] for k in (*KEYS, *metrics)}
+    for v in views:
+        n = len(v["qid"])
+        for k in KEYS[:-1]:
+            cols[k].extend([str(v[k])] * n)
+        cols["qid"].extend(str(q) for q in v["qid"])
+        for m in metrics:
+            vals = v["metrics"].get(m)
+            cols[m].extend(np.full(n, np.nan) if vals is None else np.asarray(vals, dtype=np.float64))
+    out = {k: np.asarray(cols[k], dtype=str) for k in KEYS}
+    out.update({m: np.asarray(cols[m], dtype=np.float64) for m in metrics})
+    return out
+
+
+def write_per_query(path: str | os.PathLike, views: Sequence[dict[str, Any]]) -> Path:
+    """Write ``views`` as a compressed ``.npz`` atomically (a crash never leaves half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cols = to_columns(views)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
+    os.close(fd)
+    try:
+        np.savez_compressed(tmp, **cols)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_per_query(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The columns of a per-query file (see the module doc)."""
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}

@@ -1,0 +1,1 @@
+"""Small integration helpers (Hydra x Lightning)."""

@@ -1,0 +1,29 @@
+"""Make hydra-submitit-launcher's SLURM schema extendable by ``conf/hydra/launcher/submitit_slurm.yaml``.
+
+Why: our file has the plugin's name (``hydra/launcher=submitit_slurm``) so that the usual command line
+works, but a file shadows the plugin's structured config of the same name, and cannot list it in its
+own defaults (that would be itself). The plugin's schema is therefore also stored as
+``hydra/launcher/submitit_slurm_schema``, which our file extends: typed fields, the plugin's defaults.
+Without the plugin installed an empty node stands in, so configs still compose (tests, ``--cfg``) and
+launching fails with the plugin's import error.
+"""
+
+from __future__ import annotations
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
+
+SCHEMA_NAME = "submitit_slurm_schema"
+
+
+def register_launcher_schemas() -> None:
+    """Store the SLURM launcher schema under :data:`SCHEMA_NAME` (idempotent)."""
+    try:
+        from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
+
+        # plain values: Hydra may load the plugin module a second time, and two copies of the
+        # dataclass refuse to merge ("SlurmQueueConf is not a subclass of SlurmQueueConf")
+        node: dict = OmegaConf.to_container(OmegaConf.structured(SlurmQueueConf))  # type: ignore[assignment]
+    except ImportError:
+        node = {}
+    ConfigStore.instance().store(group="hydra/launcher", name=SCHEMA_NAME, node=node, provider="mlir")
