@@ -9,6 +9,9 @@ both the index build and batch drawing must stay in seconds. This measures, for 
   ``(q_row, p_row)`` lists, what a DataLoader consumes),
 * the cost of resuming mid-epoch (``load_state_dict`` + first batch, which replays the epoch).
 
+Wall-clock and process CPU seconds are both reported: on a shared machine the CPU figures are the
+load-independent ones.
+
 Writes ``bench/results/sampler.json`` (with the load average: other jobs on a shared machine skew it). Usage: ``python bench/bench_sampler.py [--ids N --langs L ...]``.
 """
 
@@ -82,16 +85,16 @@ def main() -> None:
     data = synthetic_index(args.ids, args.langs, args.shared_frac, args.missing_frac, args.seed)
     gen_s = time.perf_counter() - t
 
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     s = HybridBatchSampler(
         data, args.batch_size, alpha=args.alpha, seed=args.seed, world_size=args.world_size, rank=0
     )
-    build_s = time.perf_counter() - t
+    build_s, build_cpu = time.perf_counter() - t, time.process_time() - c
     n = min(args.batches, s.steps_per_epoch)
 
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     kinds = [s.global_batch(0, i).kind for i in range(n)]
-    global_s = time.perf_counter() - t
+    global_s, global_cpu = time.perf_counter() - t, time.process_time() - c
 
     t = time.perf_counter()
     it = iter(s)
@@ -123,8 +126,11 @@ def main() -> None:
         },
         "synthetic_data_seconds": round(gen_s, 3),
         "index_build_seconds": round(build_s, 3),
+        "index_build_cpu_seconds": round(build_cpu, 3),
         "global_batch_seconds": round(global_s, 3),
         "global_batches_per_s": round(n / global_s, 1),
+        "global_batch_cpu_seconds": round(global_cpu, 3),
+        "global_batches_per_cpu_s": round(n / global_cpu, 1),
         "iterate_seconds": round(iter_s, 3),
         "iterate_batches_per_s": round(n / iter_s, 1),
         "iterate_pairs_this_rank": pairs,

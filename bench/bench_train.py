@@ -213,7 +213,7 @@ def run_st(args: argparse.Namespace, pairs: list[tuple[str, str]], freeze: bool)
             per_device_train_batch_size=args.batch_size,
             learning_rate=3e-5,
             weight_decay=0.01,
-            warmup_ratio=0.1,
+            warmup_steps=0.1,  # a float is a ratio in transformers v5 (warmup_ratio is deprecated)
             lr_scheduler_type="linear",
             max_grad_norm=1.0,
             logging_steps=1,

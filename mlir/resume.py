@@ -1,8 +1,9 @@
-"""Exact resume: RNG states in the checkpoint, in a form ``torch.load(weights_only=True)`` accepts.
+"""Exact resume and pre-emption: RNG states in checkpoints, and a ``last.ckpt`` that is really the last.
 
 Lightning restores weights, optimiser, scheduler, loops and (through ``RetrievalDataModule.state_dict``)
 the sampler position, but not the random generators, so dropout after a resume would differ from an
 uninterrupted run. :class:`RNGStateCallback` stores the torch (CPU and CUDA), numpy and python states.
+:class:`LastCheckpoint` writes ``last.ckpt`` when the fit ends and when SIGTERM stops it.
 
 They are restored twice: when the checkpoint is loaded, and again just before the first training batch
 after it. The second time matters: between loading and that batch Lightning creates the DataLoader
@@ -15,14 +16,28 @@ loadable with ``weights_only=True``.
 
 from __future__ import annotations
 
+import logging
+import os
 import random
+import signal
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from mlir.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 STATE_KEY = "rng_states"
+
+#: Exit status of a run stopped by SIGTERM after saving ``last.ckpt`` (Lightning's own choice too).
+PREEMPTED_EXIT_CODE = 0
 
 
 def collect_rng_states() -> dict[str, Any]:
@@ -85,3 +100,94 @@ class RNGStateCallback(L.Callback):
         if self._pending is not None:
             restore_rng_states(self._pending)
             self._pending = None
+
+
+def _signum(name: str | int) -> signal.Signals:
+    try:
+        if isinstance(name, int):
+            return signal.Signals(name)
+        upper = str(name).upper()
+        return signal.Signals[upper if upper.startswith("SIG") else f"SIG{upper}"]
+    except (KeyError, ValueError):
+        raise ConfigError(f"unknown signal {name!r}", where="callbacks.last_checkpoint.signals") from None
+
+
+class LastCheckpoint(L.Callback):
+    """Keep ``last.ckpt`` the latest training state: write it when the fit ends and on pre-emption.
+
+    * **End of fit.** ModelCheckpoint's ``save_last`` skips the final state when it saved earlier in
+      the run (e.g. ``max_steps`` mid-epoch), so ``last.ckpt`` could lag behind the returned model.
+    * **SIGTERM** (SLURM pre-emption, ``scancel``, Kubernetes, submitit): Lightning finishes the batch
+      and raises ``SIGTERMException`` but saves nothing; this saves ``last.ckpt`` (with sampler and RNG
+      states, atomically) and ``mlir.train`` exits with :data:`PREEMPTED_EXIT_CODE`. The requeued job
+      continues exactly with ``python train.py <same overrides> ckpt_path=last hydra.run.dir=<run dir>``.
+      Other listed signals (e.g. submitit's timeout signal ``SIGUSR2``, replacing submitit's handler)
+      are re-sent as SIGTERM, so Lightning's DDP-aware handling applies. A SIGTERM before the fit
+      (reading data) or after it (evaluation) has the default effect: there is nothing new to save.
+
+    Args:
+        signals: signals that pre-empt.
+        dirpath: where ``last.ckpt`` goes; default the first ModelCheckpoint's directory, else
+            ``<default_root_dir>/checkpoints``.
+    """
+
+    def __init__(self, signals: Sequence[str | int] = ("SIGTERM",), dirpath: str | None = None):
+        self.signals = [_signum(s) for s in signals]
+        self.dirpath = dirpath
+        self.saved_path: str | None = None
+        self._previous: dict[signal.Signals, Any] = {}
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for sig in self.signals:
+            if sig != signal.SIGTERM and sig not in self._previous:
+                self._previous[sig] = signal.signal(sig, lambda *_: os.kill(os.getpid(), signal.SIGTERM))
+
+    def _restore_handlers(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        self._previous.clear()
+
+    def last_path(self, trainer: L.Trainer) -> Path:
+        if self.dirpath:
+            return Path(self.dirpath) / "last.ckpt"
+        cb = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.dirpath), None)
+        if cb is not None:
+            return Path(str(cb.dirpath)) / f"{cb.CHECKPOINT_NAME_LAST}{cb.FILE_EXTENSION}"
+        return Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+
+    def _save(self, trainer: L.Trainer) -> Path:
+        path = self.last_path(trainer)
+        for cb in trainer.callbacks:  # it is their last.ckpt too: no last-v1.ckpt after a resume
+            if (
+                isinstance(cb, ModelCheckpoint)
+                and cb.save_last
+                and cb.dirpath
+                and Path(str(cb.dirpath)) == path.parent
+            ):
+                cb.last_model_path = str(path)
+        trainer.save_checkpoint(path)
+        self.saved_path = str(path)
+        return path
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore_handlers()
+        if trainer.fast_dev_run:
+            return
+        path = str(self.last_path(trainer))
+        for cb in trainer.callbacks:  # ModelCheckpoint already wrote this very state
+            if (
+                isinstance(cb, ModelCheckpoint)
+                and path in (cb.last_model_path, cb.best_model_path)
+                and getattr(cb, "_last_global_step_saved", None) == trainer.global_step
+            ):
+                return
+        self._save(trainer)
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        self._restore_handlers()
+        if not isinstance(exception, SIGTERMException) or trainer.sanity_checking or trainer.fast_dev_run:
+            return
+        path = self._save(trainer)
+        log.warning("stopped by SIGTERM at global step %d: saved %s", trainer.global_step, path)

@@ -7,7 +7,7 @@ Reliability (docs/reliability.md): cheap config checks run before Lightning is e
 data and a resume checkpoint are checked before any logger, trainer or tokeniser starts, so a user's
 mistake is one line within seconds and leaves no output behind. Checkpoints are written atomically
 (:mod:`mlir.checkpoint_io`), carry the sampler and RNG states (:mod:`mlir.resume`) and load with
-``weights_only=True``; SIGTERM saves ``last.ckpt`` and exits cleanly (:mod:`mlir.signals`).
+``weights_only=True``; SIGTERM saves ``last.ckpt`` and exits cleanly (:class:`mlir.resume.LastCheckpoint`).
 """
 
 from __future__ import annotations
@@ -202,7 +202,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     import lightning as L
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from mlir.signals import PREEMPTED_EXIT_CODE
+    from mlir.resume import PREEMPTED_EXIT_CODE
 
     _route_lightning_logs()
 
@@ -215,9 +215,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("train", True):
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, **_fit_kwargs(trainer))
-        except (
-            SIGTERMException
-        ):  # mlir.signals.PreemptionCheckpoint saved last.ckpt; no eval, no metrics.json
+        except SIGTERMException:  # mlir.resume.LastCheckpoint saved last.ckpt; no eval, no metrics.json
             log.warning(
                 "stopped by SIGTERM at step %d; continue with: python train.py <same overrides> ckpt_path=last "
                 "hydra.run.dir=%s",

@@ -11,7 +11,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_PY = ROOT / "train.py"
 LANGS = ("en", "de", "fr")
-_WORDS = ["alpha", "river", "stone", "light", "north", "green", "seven", "cloud", "tower", "maple", "ocean", "paper"]
+_WORDS = [
+    "alpha",
+    "river",
+    "stone",
+    "light",
+    "north",
+    "green",
+    "seven",
+    "cloud",
+    "tower",
+    "maple",
+    "ocean",
+    "paper",
+]
 
 
 def write_corpus(path: Path, n_ids: int = 48, langs: tuple[str, ...] = LANGS, n_groups: int = 8) -> Path:
@@ -89,8 +102,9 @@ def popen(overrides: list[str], tmp: Path, script: Path = TRAIN_PY, **env_extra:
 
 
 PAUSE_WRAPPER = '''\
-"""train.py, but the process stops (sleeps) at the start of the batch after global step $MLIR_TEST_PAUSE_AT,
-after writing $MLIR_TEST_PAUSE_MARKER: the test then kills it at a known point."""
+"""train.py, but the process waits at the start of the batch after global step $MLIR_TEST_PAUSE_AT, after
+writing $MLIR_TEST_PAUSE_MARKER, until SIGTERM (then it finishes that batch) or SIGKILL: the test kills it
+at a known point."""
 import os
 import runpy
 import sys
@@ -104,9 +118,12 @@ _orig = mlir.resume.RNGStateCallback.on_train_batch_start
 
 
 def _pause(self, trainer, pl_module, batch, batch_idx):
-    if trainer.global_step == _at:
+    if trainer.global_step == _at and not getattr(self, "_paused", False):
+        self._paused = True
         Path(os.environ["MLIR_TEST_PAUSE_MARKER"]).write_text(str(trainer.global_step))
-        time.sleep(3600)
+        deadline = time.monotonic() + 3600
+        while not trainer.received_sigterm and time.monotonic() < deadline:  # SIGKILL or SIGTERM ends it
+            time.sleep(0.05)
     return _orig(self, trainer, pl_module, batch, batch_idx)
 
 

@@ -88,7 +88,7 @@ def _train(tmp: Path, name: str, trainer: str, *extra: str) -> tuple[dict, float
         f"trainer={trainer}",
         f"trainer.max_steps={STEPS}",
         "trainer.enable_progress_bar=false",
-        "trainer.enable_model_summary=false",
+        "+trainer.enable_model_summary=false",
         "logger=none",
         "callbacks=none",
         "+callbacks.probe._target_=tests.test_ddp_exact.ExactnessProbe",

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import struct
+import time
 from pathlib import Path
 
 import numpy as np
@@ -154,8 +156,16 @@ def test_build_is_cached_and_rebuilt_when_stale(tmp_path, monkeypatch, small_sou
         real_write(f, out)
 
     monkeypatch.setattr(me5_offline, "_write_model_dir", counting_write)
+    # leftovers of killed builds: a day-old one is removed, a recent one (maybe a live build) is kept
+    abandoned = tmp_path / f".{me5_offline.OUTPUT_NAME}.tmp-killed"
+    live = tmp_path / f".{me5_offline.OUTPUT_NAME}.tmp-live"
+    for d in (abandoned, live):
+        d.mkdir()
+    os.utime(abandoned, (time.time() - 86400, time.time() - 86400))
     out = build_me5_small_offline(tmp_path, source=small_source)
     assert out == tmp_path / me5_offline.OUTPUT_NAME and len(calls) == 1
+    assert not abandoned.exists() and live.exists()
+    live.rmdir()
     assert [p.name for p in tmp_path.iterdir()] == [out.name]  # no temp dirs left behind
     first_inode = (out / "model.safetensors").stat().st_ino
 

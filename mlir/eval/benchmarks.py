@@ -1,14 +1,17 @@
 """Benchmarks as :class:`~mlir.eval.tasks.RetrievalTask` s: MKQA, XQuAD-R / MLQA-R, and MKQA-format records.
 
-**MKQA** (protocol of MTEB's ``MKQARetrieval``, ``mteb/tasks/Retrieval/multilingual/MKQARetrieval.py``,
-which builds it from ``apple/mkqa``): per language L the queries are the examples' query strings in L;
-the corpus of L is the set of unique answer ``text`` strings in L; a query is relevant (binary) to the
-answer texts of its example in L. Only the ``text`` field is used, *not* the ``aliases`` (as MTEB). An
-example is dropped from language L when its L query is missing or when any of its L answers has no
-text (``unanswerable`` / ``long_answer`` answers, exactly MTEB's ``None in contexts`` rule), and these
-drops are counted per language. As in MTEB, identical query strings within a language are one query
-whose relevant answers are the union. One deviation for the cross-lingual/multilingual settings: the
-corpus of L holds the answers of every example with valid L answers, whichever query language asks.
+**MKQA** follows MTEB's ``MKQARetrieval`` (``mteb/tasks/Retrieval/multilingual/MKQARetrieval.py``, built
+from ``apple/mkqa``): per language L the queries are the examples' query strings in L; the corpus of L
+is the set of unique answer ``text`` strings in L; a query is (binary) relevant to the answer texts of
+its example in L. Only ``text`` is used, *not* the ``aliases`` (as MTEB). As in MTEB, identical query
+strings within a language are one query whose relevant answers are the union. An example is dropped
+from L when its L query is missing or it has no answer text in L (``unanswerable`` / ``long_answer``);
+the data reader (:func:`mlir.data.mkqa.read_mkqa`) counts these drops per language. Deviations, all
+from reading through :class:`~mlir.data.mkqa.MkqaData`: (1) a text-less entry in a list that also has
+texts is dropped alone, where MTEB drops the example (MKQA's text-less answer types normally come alone,
+so the two agree); (2) texts are stripped of surrounding whitespace; (3) an example takes part in L only
+with both a query and answers in L, so the cross setting X→Y also needs answers in X (MTEB's pair
+variant needs only the X query and Y answers; MKQA's answers exist in all languages or none).
 
 **XQuAD-R / MLQA-R** (LAReQA, Roy et al. 2020): the candidates of language L are *all* sentences of all
 paragraphs in L (``candidates: sentence``) or each sentence followed by its paragraph
@@ -20,9 +23,10 @@ relevant sentence per language (11 in XQuAD-R).
 :func:`mlir.data.mkqa.xquad_r_to_mkqa_records` and run through the MKQA protocol. Its report keys carry
 the benchmark name (``xquad_r_mkqa``), never ``mkqa``.
 
-Every benchmark takes a language subset, a held-out *group* split (articles, computed by the data
-helper's :func:`mlir.data.splits.split_by_group` with the training parameters, so the held-out set is the
-one training never saw) and a seeded, parallel query subsample (``max_queries_per_lang``).
+Every benchmark takes a language subset, a held-out *group* split (articles, chosen by
+:func:`mlir.data.splits.choose_eval_groups` -- what training's ``split_by_group`` uses -- with the same
+parameters as ``data.split``, so the held-out set is the one training never saw) and a seeded, parallel
+query subsample (``max_queries_per_lang``).
 """
 
 from __future__ import annotations
@@ -41,10 +45,6 @@ from mlir.eval.tasks import SETTINGS, LangQueries, Relevance, RetrievalTask
 
 log = logging.getLogger(__name__)
 
-MKQA_LANGS = (
-    "ar", "da", "de", "en", "es", "fi", "fr", "he", "hu", "it", "ja", "km", "ko", "ms", "nl", "no", "pl",
-    "pt", "ru", "sv", "th", "tr", "vi", "zh_cn", "zh_hk", "zh_tw",
-)  # fmt: skip
 TYPES = ("mkqa", "xquad_r", "mlqa_r", "xquad_r_mkqa", "mlqa_r_mkqa")
 CANDIDATE_MODES = {
     "sentence": "sentence",

@@ -38,6 +38,7 @@ import re
 import shutil
 import struct
 import tempfile
+import time
 import unicodedata
 import uuid
 from collections.abc import Sequence
@@ -450,6 +451,17 @@ def _is_current(out: Path, digest: str) -> bool:
     )
 
 
+def _remove_abandoned_builds(root: Path, older_than_s: float = 6 * 3600) -> None:
+    """Delete temp/old siblings left by killed builds (~0.5 GB each); recent ones may be live builds."""
+    now = time.time()
+    for p in root.glob(f".{OUTPUT_NAME}.*-*"):
+        try:
+            if now - p.stat().st_mtime > older_than_s:
+                shutil.rmtree(p, ignore_errors=True)
+        except OSError:
+            pass
+
+
 def _write_model_dir(f: E5Q4File, out: Path) -> None:
     """Write config, float32 safetensors and tokenizer files of ``f`` into the (empty) directory ``out``."""
     from safetensors.numpy import save_file
@@ -484,6 +496,7 @@ def build_me5_small_offline(
 
     f = read_e5_q4(src)
     root.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned_builds(root)
     tmp = Path(tempfile.mkdtemp(prefix=f".{OUTPUT_NAME}.tmp-", dir=root))
     old = root / f".{OUTPUT_NAME}.old-{uuid.uuid4().hex}"
     try:

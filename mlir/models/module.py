@@ -224,7 +224,10 @@ class RetrieverModule(L.LightningModule):
         factory = self.optimizer_factory or torch.optim.AdamW
         groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
         extra = {}
-        if self.device.type == "cuda" and getattr(factory, "func", factory) is torch.optim.AdamW:
+        # fused CUDA AdamW, except under fp16 AMP: its GradScaler unscales inside a fused step, which
+        # Lightning (rightly) refuses to combine with gradient clipping; bf16 has no scaler
+        scaler = getattr(getattr(self._trainer, "precision_plugin", None), "scaler", None)
+        if self.device.type == "cuda" and getattr(factory, "func", factory) is torch.optim.AdamW and scaler is None:
             extra["fused"] = True
         optimizer = factory(groups, **extra)
         total = max(int(self.trainer.estimated_stepping_batches), 1) if self.trainer else 1

@@ -635,8 +635,12 @@ class HybridBatchSampler(Sampler[list[tuple[int, int]]]):
             self._step = 0
 
     def __len__(self) -> int:
-        """Batches the next ``iter()`` yields: ``steps_per_epoch`` (fewer right after a mid-epoch resume)."""
-        return self.steps_per_epoch - self._start_step
+        """``steps_per_epoch``, also right after a mid-epoch resume (the next ``iter()`` then yields fewer).
+
+        Lightning sizes *every* epoch by the length it reads once at the start of fit and counts the
+        restored batches itself; a shorter length here would cut all later epochs short.
+        """
+        return self.steps_per_epoch
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         epoch, start = self.epoch, self._start_step

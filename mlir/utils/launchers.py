@@ -5,10 +5,14 @@ works, but a file shadows the plugin's structured config of the same name, and c
 own defaults (that would be itself). The plugin's schema is therefore also stored as
 ``hydra/launcher/submitit_slurm_schema``, which our file extends: typed fields, the plugin's defaults.
 Without the plugin installed an empty node stands in, so configs still compose (tests, ``--cfg``) and
-launching fails with the plugin's import error.
+launching fails with the plugin's import error. Hydra 1.3 additionally validates the file against the
+plugin's schema of the same name ("automatic schema matching") and warns that this is deprecated; the
+explicit extension above keeps working once it is gone, so that one warning is silenced.
 """
 
 from __future__ import annotations
+
+import warnings
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
@@ -27,3 +31,6 @@ def register_launcher_schemas() -> None:
     except ImportError:
         node = {}
     ConfigStore.instance().store(group="hydra/launcher", name=SCHEMA_NAME, node=node, provider="mlir")
+    warnings.filterwarnings(
+        "ignore", message=r"\s*'hydra/launcher/submitit_slurm' is validated against ConfigStore schema"
+    )
