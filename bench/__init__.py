@@ -143,15 +143,23 @@ def xquad_sentences(n: int, seed: int = 0) -> list[str]:
 
 
 class TokenCounter:
-    """Forward pre-hook on a Hugging Face encoder: counts padded and real (attention-mask) tokens.
+    """Counts padded and real (attention-mask) tokens of every forward pass of a Hugging Face encoder.
 
-    Both mlir's DualEncoder and sentence-transformers call the backbone with keyword ``input_ids`` and
-    ``attention_mask``, so one hook measures both the same way. ``width_sq`` accumulates
-    ``sum over rows of real_len * padded_width`` and ``real_sq`` ``sum of real_len ** 2`` for attention FLOPs.
+    It wraps the instance's ``forward``: sentence-transformers calls ``model.forward(**features)``
+    directly (module hooks would not fire), mlir calls ``model(input_ids=..., attention_mask=...)``;
+    both reach the wrapper, so both are measured the same way. ``padded_sq`` accumulates
+    ``rows * width^2`` and ``real_sq`` ``sum of real_len^2`` (for the attention FLOPs).
     """
 
     def __init__(self, model: Any) -> None:
-        self.handle = model.register_forward_pre_hook(self._hook, with_kwargs=True)
+        self.model = model
+        orig = model.forward
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            self._count(args, kwargs)
+            return orig(*args, **kwargs)
+
+        model.forward = forward
         self.reset()
 
     def reset(self) -> None:
@@ -162,7 +170,7 @@ class TokenCounter:
         self.padded_sq = 0
         self.real_sq = 0
 
-    def _hook(self, module: Any, args: tuple, kwargs: dict) -> None:
+    def _count(self, args: tuple, kwargs: dict) -> None:
         mask = kwargs.get("attention_mask")
         ids = kwargs.get("input_ids", args[0] if args else None)
         if ids is None:
@@ -191,7 +199,8 @@ class TokenCounter:
         }
 
     def remove(self) -> None:
-        self.handle.remove()
+        if "forward" in vars(self.model):
+            del self.model.forward
 
 
 def diff(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:

@@ -248,6 +248,100 @@ def machine() -> dict:
     }
 
 
+def summarize(settings: dict, mlir_runs: dict[int, dict], base: dict) -> dict:
+    """Derived numbers (extrapolations, ratios) from the measured child results."""
+    n_q = settings["queries"]
+    full = mlir_runs[n_q]
+    scale = n_q / base["subsample_queries"]
+    topk_full = base["topk_seconds"] * scale
+    pytrec = base["pytrec_eval_build_seconds"] + base["pytrec_eval_evaluate_seconds"]
+    pytrec_full = pytrec * scale
+    tm_full = base["torchmetrics_seconds"] * scale
+    cpu_topk_full = base["topk_cpu_seconds"] * scale
+    cpu_pytrec_full = base["pytrec_eval_cpu_seconds"] * scale
+    cpu_tm_full = base["torchmetrics_cpu_seconds"] * scale
+    mlir_sub = base["mlir_seconds"]
+    return {
+        "settings": settings,
+        "mlir_full_ranking": {
+            "measured": True,
+            "metrics": "ndcg@10, map, recall@1/5/10/100, mrr@10, rank_distance over the full ranking",
+            **full,
+        },
+        "memory_vs_queries": {
+            str(q): {
+                "peak_rss_mib": r["peak_rss_mib"],
+                "working_memory_mib": r["working_memory_mib"],
+                "input_embeddings_mib": r["input_embeddings_mib"],
+                "seconds": r["total_seconds"],
+                "cpu_seconds": r["total_cpu_seconds"],
+            }
+            for q, r in sorted(mlir_runs.items())
+        },
+        "baselines_subsample_measured": base,
+        "same_process_subsample_comparison": {
+            "what": f"first {base['subsample_queries']} queries, all in one process back to back (same load)",
+            "mlir_ranks_plus_metrics_seconds": mlir_sub,
+            "pytrec_pipeline_seconds": round(base["topk_seconds"] + pytrec, 2),
+            "torchmetrics_pipeline_seconds": round(base["topk_seconds"] + base["torchmetrics_seconds"], 2),
+            "pytrec_pipeline_over_mlir": round((base["topk_seconds"] + pytrec) / mlir_sub, 2),
+            "torchmetrics_pipeline_over_mlir": round(
+                (base["topk_seconds"] + base["torchmetrics_seconds"]) / mlir_sub, 2
+            ),
+            "mlir_over_topk1000_search_alone": round(mlir_sub / base["topk_seconds"], 2),
+            "cpu_pytrec_pipeline_over_mlir": round(
+                (base["topk_cpu_seconds"] + base["pytrec_eval_cpu_seconds"]) / base["mlir_cpu_seconds"], 2
+            ),
+            "cpu_torchmetrics_pipeline_over_mlir": round(
+                (base["topk_cpu_seconds"] + base["torchmetrics_cpu_seconds"]) / base["mlir_cpu_seconds"], 2
+            ),
+        },
+        "baselines_extrapolated_to_queries": {
+            "assumption": f"linear in queries: subsample x {scale:g} (each query's search and evaluation "
+            "are independent); NOT measured at full size",
+            "topk1000_search_seconds": round(topk_full, 1),
+            "pytrec_eval_build_plus_evaluate_seconds": round(pytrec_full, 1),
+            "torchmetrics_ndcg_seconds": round(tm_full, 1),
+            "pytrec_eval_pipeline_seconds": round(topk_full + pytrec_full, 1),
+            "torchmetrics_pipeline_seconds": round(topk_full + tm_full, 1),
+            "pytrec_eval_pipeline_cpu_seconds": round(cpu_topk_full + cpu_pytrec_full, 1),
+            "torchmetrics_pipeline_cpu_seconds": round(cpu_topk_full + cpu_tm_full, 1),
+        },
+        "ratios_full_size": {
+            "caveat": "mlir measured at full size, baselines extrapolated from a run at another time; on a "
+            "shared machine prefer same_process_subsample_comparison and the cpu_ ratios",
+            "wall_pytrec_pipeline_over_mlir": round((topk_full + pytrec_full) / full["total_seconds"], 2),
+            "wall_torchmetrics_pipeline_over_mlir": round((topk_full + tm_full) / full["total_seconds"], 2),
+            "cpu_pytrec_pipeline_over_mlir": round(
+                (cpu_topk_full + cpu_pytrec_full) / full["total_cpu_seconds"], 2
+            ),
+            "cpu_torchmetrics_pipeline_over_mlir": round(
+                (cpu_topk_full + cpu_tm_full) / full["total_cpu_seconds"], 2
+            ),
+            "pytrec_evaluation_only_over_mlir_compute_metrics": round(
+                pytrec_full / full["compute_metrics_seconds"], 1
+            ),
+            "torchmetrics_only_over_mlir_compute_metrics": round(
+                tm_full / full["compute_metrics_seconds"], 1
+            ),
+        },
+        "notes": [
+            "mlir's time includes the GEMM over all query x doc pairs; the baselines need the same GEMM "
+            "for their top-1000 search, timed separately (topk1000_search_seconds).",
+            "pytrec_eval and torchmetrics see only the top-1000 list: their MAP is truncated (relevant docs "
+            "below 1000 count as not retrieved) and torchmetrics' nDCG ideal ignores relevant docs outside "
+            "the list (mean_ndcg10_torchmetrics_top1000 > mean_ndcg10_mlir); trec_eval's ndcg_cut_10 equals "
+            "mlir's (max_abs_diff_ndcg10_mlir_vs_pytrec_top1000).",
+            "working_memory_mib = peak RSS minus RSS once the inputs exist; it is governed by the "
+            "q_chunk x d_chunk score block (4096 x 65536 float32 = 1 GiB) plus a 64 MiB comparison buffer, "
+            "not by the number of queries.",
+            "cpu_seconds = user + system time of the measuring process; on an oversubscribed machine OpenMP "
+            "spinning inflates it somewhat, but much less than wall time, which other jobs dominate "
+            "(see machine.load_average_*).",
+        ],
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--queries", type=int, default=100_000)
@@ -265,95 +359,52 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--child", choices=["ranks", "baselines"], help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "metrics.json")
+    ap.add_argument(
+        "--resummarize",
+        action="store_true",
+        help="recompute derived numbers of --out from its measured parts",
+    )
     args = ap.parse_args()
+    settings_keys = (
+        "queries",
+        "docs",
+        "dim",
+        "langs",
+        "rel_max",
+        "noise",
+        "subsample",
+        "k",
+        "q_chunk",
+        "d_chunk",
+        "seed",
+    )
 
     if args.child:
         res = child_ranks(args) if args.child == "ranks" else child_baselines(args)
         print(json.dumps(res))
         return
-    if args.quick:
-        args.queries, args.docs, args.subsample, args.memory_queries = 20_000, 19_998, 2000, "5000,10000"
-
-    info = {"machine": machine()}
-    t_start = time.perf_counter()
-    mem_qs = sorted({int(x) for x in args.memory_queries.split(",") if x} | {args.queries})
-    mlir_runs = {q: run_child("ranks", args, queries=q) for q in mem_qs}
-    full = mlir_runs[args.queries]
-    base = run_child("baselines", args)
-
-    scale = args.queries / args.subsample
-    topk_full = base["topk_seconds"] * scale
-    pytrec_full = (base["pytrec_eval_build_seconds"] + base["pytrec_eval_evaluate_seconds"]) * scale
-    tm_full = base["torchmetrics_seconds"] * scale
-    result = {
-        "settings": {
-            k: getattr(args, k)
-            for k in (
-                "queries",
-                "docs",
-                "dim",
-                "langs",
-                "rel_max",
-                "noise",
-                "subsample",
-                "k",
-                "q_chunk",
-                "d_chunk",
-                "seed",
-            )
-        },
-        "mlir_full_ranking": {
-            "measured": True,
-            "metrics": "ndcg@10, map, recall@1/5/10/100, mrr@10, rank_distance over the full ranking",
-            **full,
-        },
-        "memory_vs_queries": {
-            str(q): {
-                "peak_rss_mib": r["peak_rss_mib"],
-                "working_memory_mib": r["working_memory_mib"],
-                "input_embeddings_mib": r["input_embeddings_mib"],
-                "seconds": r["total_seconds"],
-                "cpu_seconds": r["total_cpu_seconds"],
-            }
-            for q, r in mlir_runs.items()
-        },
-        "baselines_subsample_measured": base,
-        "baselines_extrapolated_to_queries": {
-            "assumption": f"linear in queries: subsample x {scale:g} (each query's search and evaluation "
-            "are independent)",
-            "topk1000_search_seconds": round(topk_full, 1),
-            "pytrec_eval_build_plus_evaluate_seconds": round(pytrec_full, 1),
-            "torchmetrics_ndcg_seconds": round(tm_full, 1),
-            "pytrec_eval_pipeline_seconds": round(topk_full + pytrec_full, 1),
-            "torchmetrics_pipeline_seconds": round(topk_full + tm_full, 1),
-        },
-        "ratios": {
-            "pytrec_pipeline_over_mlir": round((topk_full + pytrec_full) / full["total_seconds"], 2),
-            "torchmetrics_pipeline_over_mlir": round((topk_full + tm_full) / full["total_seconds"], 2),
-            "pytrec_evaluation_only_over_mlir_metrics_only": round(
-                pytrec_full / full["compute_metrics_seconds"], 1
-            ),
-            "torchmetrics_only_over_mlir_metrics_only": round(tm_full / full["compute_metrics_seconds"], 1),
-            "mlir_same_process_subsample_over_topk_search": round(
-                base["mlir_seconds"] / base["topk_seconds"], 2
-            ),
-        },
-        "notes": [
-            "mlir's time includes the GEMM over all query x doc pairs; the baselines need the same GEMM "
-            "for their top-1000 search, timed separately (topk1000_search_seconds).",
-            "pytrec_eval and torchmetrics see only the top-1000 list: their MAP is truncated (relevant docs "
-            "below 1000 count as not retrieved) and torchmetrics' nDCG ideal ignores relevant docs outside "
-            "the list; trec_eval's ndcg_cut_10 equals mlir's exactly (max_abs_diff_ndcg10...).",
-            "working_memory_mib = peak RSS minus RSS once the inputs exist; it is governed by the "
-            "q_chunk x d_chunk score block (4096 x 65536 float32 = 1 GiB) plus a 64 MiB comparison buffer, "
-            "not by the number of queries.",
-            "The machine was shared with other jobs (see load_average_*): absolute seconds are noisy; the "
-            "mlir and baseline runs interleave with the same load.",
-        ],
-        "wall_seconds": round(time.perf_counter() - t_start, 1),
-        **info,
-    }
-    result["machine"]["load_average_at_end"] = os.getloadavg()
+    if args.resummarize:
+        old = json.loads(args.out.read_text())
+        runs = {
+            int(q): dict(r, total_seconds=r["seconds"], total_cpu_seconds=r["cpu_seconds"])
+            for q, r in old["memory_vs_queries"].items()
+        }
+        n_q = old["settings"]["queries"]
+        runs[n_q] = {k: v for k, v in old["mlir_full_ranking"].items() if k not in ("measured", "metrics")}
+        result = summarize(old["settings"], runs, old["baselines_subsample_measured"])
+        result["wall_seconds"], result["machine"] = old["wall_seconds"], old["machine"]
+    else:
+        if args.quick:
+            args.queries, args.docs, args.subsample, args.memory_queries = 20_000, 19_998, 2000, "5000,10000"
+        info = machine()
+        t_start = time.perf_counter()
+        mem_qs = sorted({int(x) for x in args.memory_queries.split(",") if x} | {args.queries})
+        mlir_runs = {q: run_child("ranks", args, queries=q) for q in mem_qs}
+        base = run_child("baselines", args)
+        result = summarize({k: getattr(args, k) for k in settings_keys}, mlir_runs, base)
+        result["wall_seconds"] = round(time.perf_counter() - t_start, 1)
+        result["machine"] = info
+        result["machine"]["load_average_at_end"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

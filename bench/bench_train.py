@@ -152,7 +152,7 @@ def run_mlir(args: argparse.Namespace, freeze: bool, coef: dict[str, float] | No
                 "torch_threads": torch.get_num_threads(),
             }
         )
-        out = {"result": res, "batches": batches, "corpus": datamodule.train_corpus}
+        out = {"result": res, "batches": batches}
         del module, trainer, datamodule
         gc.collect()
         return out
@@ -278,25 +278,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t_all = time.perf_counter()
 
     results: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
-    pairs: list[tuple[str, str]] | None = None
-    batches_seen: list | None = None
+    rows, pairs = sampler_pairs(args)  # the batches mlir's data module yields, as texts for ST
     loads: list[list[float]] = []
     for _ in range(args.rounds):
         for s in systems:
             loads.append(bench.loadavg())
             if s.startswith("mlir"):
                 out = run_mlir(args, freeze=(s == "mlir_frozen"))
-                if pairs is None:
-                    corpus = out["corpus"]
-                    batches_seen = out["batches"]
-                    q_rows = [r for b in batches_seen for r in b[0]]
-                    p_rows = [r for b in batches_seen for r in b[1]]
-                    pairs = list(zip(corpus.texts("query", q_rows), corpus.texts("positive", p_rows)))
-                elif out["batches"] != batches_seen:
-                    raise RuntimeError("mlir runs drew different batches; the comparison would not be fair")
+                if out["batches"] != rows:
+                    raise RuntimeError("mlir trained on other batches than the sampler replay; unfair comparison")
             else:
-                if pairs is None:  # ST needs mlir's batch sequence: get it from a throw-away sampler
-                    pairs = sampler_pairs(args)
                 out = run_st(args, pairs, freeze=(s == "st_frozen"))
             results[s].append(out["result"])
             r = out["result"]
@@ -360,22 +351,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return result
 
 
-def sampler_pairs(args: argparse.Namespace) -> list[tuple[str, str]]:
-    """The (query, positive) texts of the first ``warmup + steps`` batches mlir's data module yields."""
+def sampler_pairs(args: argparse.Namespace) -> tuple[list, list[tuple[str, str]]]:
+    """Row ids per batch and (query, positive) texts of the first ``warmup + steps`` batches of mlir's
+    data module (same config, seed and sampler as :func:`run_mlir`)."""
     import hydra
 
-    cfg = compose_train_cfg(args.warmup + args.steps, True, tempfile.gettempdir(), args.seed, args.batch_size)
+    total = args.warmup + args.steps
+    cfg = compose_train_cfg(total, True, tempfile.gettempdir(), args.seed, args.batch_size)
     sampler = hydra.utils.instantiate(cfg.sampler)
     dm = hydra.utils.instantiate(cfg.data, sampler=sampler, encoder=None, seed=cfg.seed)
     dm.prepare_corpora()
-    s = dm.make_sampler(dm.train_corpus, dm.seed, total_steps=args.warmup + args.steps)
-    q_rows, p_rows = [], []
-    for i in range(args.warmup + args.steps):
+    s = dm.make_sampler(dm.train_corpus, dm.seed, total_steps=total)
+    rows = []
+    for i in range(total):
         gb = s.global_batch(i // s.steps_per_epoch, i % s.steps_per_epoch)
-        q_rows += gb.q_rows.tolist()
-        p_rows += gb.p_rows.tolist()
+        rows.append((gb.q_rows.tolist(), gb.p_rows.tolist()))
     corpus = dm.train_corpus
-    return list(zip(corpus.texts("query", q_rows), corpus.texts("positive", p_rows)))
+    q_rows = [r for b in rows for r in b[0]]
+    p_rows = [r for b in rows for r in b[1]]
+    return rows, list(zip(corpus.texts("query", q_rows), corpus.texts("positive", p_rows)))
 
 
 if __name__ == "__main__":

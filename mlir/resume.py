@@ -165,7 +165,7 @@ class LastCheckpoint(L.Callback):
                 and Path(str(cb.dirpath)) == path.parent
             ):
                 cb.last_model_path = str(path)
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)  # the full training state
         self.saved_path = str(path)
         return path
 

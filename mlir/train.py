@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -308,9 +309,64 @@ def user_error(exc: BaseException) -> MlirError | None:
     return None
 
 
+_KEY_VALUE = re.compile(r"(?P<key>[\w.\-+~@/]+)(?P<sep>\s*[=:]\s*)(?P<value>[^,{}\[\]\s]+)")
+
+
+def _redact_override(text: str) -> str:
+    """Override text (``a.api_key=x``, ``a.settings={api_key:x}``, comma-joined lists) with the values of
+    credential keys replaced by ``***``."""
+    from mlir.logging import _SECRET_KEY
+
+    def sub(m: re.Match) -> str:
+        secret = _SECRET_KEY.search(m["key"].lstrip("+~"))
+        return f"{m['key']}{m['sep']}***" if secret else m[0]
+
+    return _KEY_VALUE.sub(sub, text)
+
+
+def _redact_tree(obj: Any) -> Any:
+    from mlir.logging import _SECRET_KEY
+
+    if isinstance(obj, dict):
+        return {k: ("***" if v and _SECRET_KEY.search(str(k)) else _redact_tree(v)) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_redact_tree(v) for v in obj]
+    return _redact_override(obj) if isinstance(obj, str) else obj
+
+
+def scrub_secrets() -> None:
+    """Remove credentials that came in as overrides from ``sys.argv`` and the run's ``.hydra/*.yaml``.
+
+    Hydra writes the composed config and the overrides into the run directory before the task starts,
+    and W&B records ``sys.argv``; ``logger.wandb.api_key=...`` must not end up in either. Files are
+    rewritten (atomically) only when they hold such a value.
+    """
+    import yaml
+    from hydra.core.hydra_config import HydraConfig
+
+    sys.argv[1:] = [_redact_override(a) for a in sys.argv[1:]]
+    if not HydraConfig.initialized():
+        return
+    hc = HydraConfig.get()
+    out, sub = OmegaConf.select(hc, "runtime.output_dir"), OmegaConf.select(hc, "output_subdir")
+    if not out or not sub:  # composed without a run (tests), or .hydra output switched off
+        return
+    for f in (Path(out) / str(sub)).glob("*.yaml"):
+        try:
+            data = yaml.safe_load(f.read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        clean = _redact_tree(data)
+        if clean != data:
+            tmp = f.with_name(f".{f.name}.tmp")
+            tmp.write_text(yaml.safe_dump(clean, sort_keys=False, allow_unicode=True))
+            os.replace(tmp, f)
+
+
 def run_main(fn, cfg: DictConfig) -> Any:
     """Call ``fn(cfg)``; a user error becomes one line on stderr and exit code 2, never a traceback."""
     _quiet_console()
+    scrub_secrets()
     try:
         return fn(cfg)
     except Exception as e:  # noqa: BLE001 - we re-raise anything that is not the user's mistake

@@ -69,6 +69,32 @@ def train_overrides(corpus: Path, model_dir: Path, run_dir: Path, *extra: str) -
     ]
 
 
+def make_cfg(tmp_path: Path, corpus: Path, model_dir: Path, *extra: str):
+    """The composed ``train`` config of :func:`train_overrides` (CSV logger) for in-process ``train(cfg)``."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    import mlir.config  # noqa: F401  (resolvers)
+
+    run = tmp_path / "run"
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(
+            config_name="train",
+            overrides=[*train_overrides(corpus, model_dir, run, *extra), "logger=csv"],
+            return_hydra_config=True,
+        )
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]  # as in the app: the task sees the job config only
+        cfg.paths.output_dir = str(run)
+        cfg.paths.log_dir = str(tmp_path / "logs")
+        cfg.paths.cache_dir = str(tmp_path / "cache")
+    return cfg
+
+
 def env(tmp: Path, **extra: str) -> dict[str, str]:
     e = dict(os.environ)
     e.update(

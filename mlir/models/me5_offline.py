@@ -21,11 +21,11 @@ embeddings we compare against:
 * ``tokenizers``' Unigram fuses consecutive unknowns into one ``<unk>``; a ``Split`` pre-tokeniser
   isolates every character that occurs in no piece, so each is tokenised (as ``<unk>``) alone.
 
-Known residual differences from the C engine (measured on ~59k XQuAD-R/MKQA/random-unicode strings:
-4 differ, all equal-count re-segmentations): segmentations whose scores tie within float32 rounding
-(the engine accumulates float32 scores over the whole text; ``tokenizers`` uses float64 per word), and
-text that normalises to nothing (the engine emits one ``▁``; ``tokenizers`` emits no token). With the
-E5 ``"query: "``/``"passage: "`` prefix the latter never happens.
+Known residual differences from the C engine, measured on ~59k XQuAD-R/MKQA/random-unicode strings
+with and without the E5 prefixes: 4-5 non-empty strings differ, all re-segmentations with the same
+token count whose scores tie within float32 rounding (the engine accumulates float32 scores over the
+whole text; ``tokenizers`` uses float64 per word). Text that normalises to nothing gets one ``▁`` from
+the engine and no token here; with the ``"query: "``/``"passage: "`` prefix that never happens.
 """
 
 from __future__ import annotations
@@ -503,9 +503,8 @@ def build_me5_small_offline(
         _write_model_dir(f, tmp)
         marker = {"source": str(src), "source_sha256": digest, "build_version": BUILD_VERSION}
         (tmp / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n")
-        os.chmod(
-            tmp, 0o755
-        )  # mkdtemp makes it 0700 (and safetensors writes 0600): keep a shared cache readable
+        # mkdtemp makes the directory 0700 and safetensors writes 0600: keep a shared cache readable
+        os.chmod(tmp, 0o755)
         for child in tmp.iterdir():
             os.chmod(child, 0o644)
         if out.exists():

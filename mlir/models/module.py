@@ -79,6 +79,7 @@ class RetrieverModule(L.LightningModule):
         self.skipped_steps = 0
         self.pair_counts: Counter[str] = Counter()
         gc = dict(grad_cache or {})
+        grad_cache = gc  # plain dict in the saved hparams: checkpoints stay loadable with weights_only=True
         unknown = sorted(set(gc) - set(_GRAD_CACHE_KEYS))
         if unknown:
             raise ConfigError(f"unknown keys {unknown} (known: {list(_GRAD_CACHE_KEYS)})", where="model.grad_cache")
