@@ -42,6 +42,9 @@ _DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout
 
 def _load_hf(name_or_path: str, trust_remote_code: bool, cache_dir: str | None, dropout: float | None = None):
     from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Loading weights" bars would bury one-line errors on stderr
 
     path = resolve_model_path(name_or_path, cache_dir)
     if path.startswith((".", "/", "~")) and not Path(path).expanduser().exists():

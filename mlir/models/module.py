@@ -141,11 +141,18 @@ class RetrieverModule(L.LightningModule):
             return self._grad_cache_step(batch)
         q, p, neg = self.embed_batch(batch)
         loss, stats = self.loss_fn(q, p, neg)
-        if not torch.isfinite(loss):
+        # all ranks skip together: a rank skipping backward alone would leave DDP's all-reduce waiting
+        if not self._all_finite(loss):
             self._non_finite(loss, batch)
             return None
         self._log_train(loss, stats, batch)
         return loss
+
+    def _all_finite(self, loss: torch.Tensor) -> bool:
+        """True when the loss is finite on every rank (single process: just this one)."""
+        finite = bool(torch.isfinite(loss))
+        trainer = self._trainer
+        return trainer.strategy.reduce_boolean_decision(finite, all=True) if trainer is not None else finite
 
     def _non_finite(self, loss: torch.Tensor, batch: dict[str, Any]) -> None:
         """The NaN policy: raise (``stop``) or count and log a skipped step (``skip``)."""
