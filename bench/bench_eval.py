@@ -74,8 +74,9 @@ def run_eval_py(max_queries: int | None, langs: list[str] | None, timeout: int) 
         metrics = json.loads((Path(tmp) / "metrics.json").read_text())
         details_path = Path(tmp) / "metrics_details.json"
         details = json.loads(details_path.read_text()) if details_path.is_file() else {}
-        out["eval_py_seconds"] = details.get("xquad_r", {}).get("seconds")
-        out["texts"] = details.get("xquad_r", {}).get("texts")
+        xq = details.get("benchmarks", {}).get("xquad_r", {})
+        out["eval_py_seconds"] = {"model_load_to_end": details.get("seconds"), **(xq.get("seconds") or {})}
+        out["texts"] = xq.get("texts")
         out["metrics"] = {k: round(v, 5) for k, v in metrics.items() if k.count("/") == 2}
         out["mono_ndcg10_per_lang"] = {
             k.rsplit("/", 1)[1]: v for k, v in metrics.items() if k.startswith("xquad_r/mono/ndcg@10/")

@@ -167,7 +167,9 @@ def export_checkpoint(
         result["check"] = diff
         if min(diff["query/min_cos"], diff["passage/min_cos"]) < 0.9999:
             shutil.rmtree(out, ignore_errors=True)
-            raise MlirError(f"exported model's embeddings differ from the checkpoint's ({diff}); removed", where=str(out))
+            raise MlirError(
+                f"exported model's embeddings differ from the checkpoint's ({diff}); removed", where=str(out)
+            )
     return result
 
 
@@ -175,7 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m mlir.export", description=__doc__.split("\n\n")[0])
     ap.add_argument("checkpoint", help="a train.py checkpoint (RUN/checkpoints/*.ckpt)")
     ap.add_argument("out_dir", help="new directory for the sentence-transformers model")
-    ap.add_argument("--config", default=None, help="YAML with the model section (default: the run's .hydra/config.yaml)")
+    ap.add_argument(
+        "--config", default=None, help="YAML with the model section (default: the run's .hydra/config.yaml)"
+    )
     ap.add_argument("--no-verify", action="store_true", help="skip the embedding comparison after export")
     args = ap.parse_args(argv)
     try:

@@ -226,7 +226,14 @@ def read_wandb_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     files = sorted(run_dir.glob("run-*.wandb"))
     if not files:
         raise FileNotFoundError(f"no run-*.wandb in {run_dir}")
-    out: dict[str, Any] = {"group": None, "name": None, "tags": [], "config": {}, "history": [], "summary": {}}
+    out: dict[str, Any] = {
+        "group": None,
+        "name": None,
+        "tags": [],
+        "config": {},
+        "history": [],
+        "summary": {},
+    }
     for raw in _wandb_records(files[0]):
         rec = pb.Record()
         rec.ParseFromString(raw)
@@ -243,12 +250,16 @@ def read_wandb_run(run_dir: str | os.PathLike) -> dict[str, Any]:
         elif kind == "summary":
             for item in rec.summary.update:
                 out["summary"][_item_key(item)] = json.loads(item.value_json)
-    out["media"] = sorted(str(p.relative_to(run_dir / "files")) for p in (run_dir / "files" / "media").rglob("*"))
+    out["media"] = sorted(
+        str(p.relative_to(run_dir / "files")) for p in (run_dir / "files" / "media").rglob("*")
+    )
     return out
 
 
 def metric_history(run: dict[str, Any], key: str) -> list[tuple[int, float]]:
     """(trainer step, value) of one logged metric, in logging order."""
     return [
-        (int(r.get("trainer/global_step", r.get("_step", -1))), float(r[key])) for r in run["history"] if key in r
+        (int(r.get("trainer/global_step", r.get("_step", -1))), float(r[key]))
+        for r in run["history"]
+        if key in r
     ]

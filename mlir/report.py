@@ -335,7 +335,9 @@ def build_report(
         )
     scheduled = [r for r in runs if r.complete and r.schedule != "constant"]
     if scheduled:
-        notes.append(f"{len(scheduled)} job(s) with an alpha schedule ({scheduled[0].schedule}), not a fixed alpha: left out")
+        notes.append(
+            f"{len(scheduled)} job(s) with an alpha schedule ({scheduled[0].schedule}), not a fixed alpha: left out"
+        )
     no_alpha = [r for r in runs if r.complete and r.alpha is None]
     if no_alpha:
         notes.append(f"{len(no_alpha)} job(s) without a numeric sampler.alpha, left out")
@@ -368,7 +370,8 @@ def build_report(
                         continue
                     seeds = [r.seed for r in rs if r.metrics and key in r.metrics]
                     rep.table.append(
-                        {"benchmark": b, "setting": s, "metric": m, "alpha": a, "seeds": seeds} | t_interval(vals)
+                        {"benchmark": b, "setting": s, "metric": m, "alpha": a, "seeds": seeds}
+                        | t_interval(vals)
                     )
     if any(row["n"] == 1 for row in rep.table):
         notes.append("alphas with a single seed have no interval (NaN): a t-interval needs n >= 2")
@@ -392,7 +395,9 @@ def build_report(
                             }
                             if hyb is None or base is None:
                                 row["status"] = "missing " + (
-                                    f"alpha={fmt_alpha(base_alpha)}" if base is None else "hybrid per-query scores"
+                                    f"alpha={fmt_alpha(base_alpha)}"
+                                    if base is None
+                                    else "hybrid per-query scores"
                                 )
                             else:
                                 row |= paired_test(hyb, base, n_boot=n_boot, n_perm=n_perm, seed=seed)
@@ -433,10 +438,12 @@ def _verdict(row: dict[str, Any], alpha_level: float = 0.05) -> tuple[str, str]:
     better = diff < 0 if lower else diff > 0
     rel = row.get("rel_diff", math.nan)
     size = f"{diff:+.4f}" + ("" if math.isnan(rel) else f" ({rel * 100:+.1f} %)")
+    pv = "p<0.001" if p < 0.001 else f"p={p:.3f}"
     if p < alpha_level and diff != 0:
         word = "better" if better else "worse"
-        return word, f"{word} by {size}, p={_p(p)}, d_z={_f(row['cohens_dz'], 2)}"
-    return "no difference", f"no significant difference ({size}, p={_p(p)})"
+        how = f"{'lower' if diff < 0 else 'higher'} by {abs(diff):.4f}" if lower else f"by {size}"
+        return word, f"{word}, {how}, {pv}, d_z={_f(row['cohens_dz'], 2)}"
+    return "no difference", f"no significant difference ({size}, {pv})"
 
 
 def plain_answer(rep: SweepReport) -> list[str]:
@@ -455,7 +462,10 @@ def plain_answer(rep: SweepReport) -> list[str]:
                     (
                         r
                         for r in rep.significance
-                        if r["benchmark"] == b and r["setting"] == s and r["metric"] == "ndcg@10" and r["baseline"] == name
+                        if r["benchmark"] == b
+                        and r["setting"] == s
+                        and r["metric"] == "ndcg@10"
+                        and r["baseline"] == name
                     ),
                     None,
                 )
@@ -480,7 +490,9 @@ def plain_answer(rep: SweepReport) -> list[str]:
                 head = "**no significant change** against either baseline"
             lines.append(f"- {s} nDCG@10 — {head}. " + "; ".join(parts) + ".")
         bias = [
-            r for r in rep.significance if r["benchmark"] == b and r["metric"] == BIAS and r.get("status") == "ok"
+            r
+            for r in rep.significance
+            if r["benchmark"] == b and r["metric"] == BIAS and r.get("status") == "ok"
         ]
         if bias:
             lines.append(
@@ -501,10 +513,26 @@ def write_csv(path: Path, rows: list[dict[str, Any]], columns: Sequence[str]) ->
         w = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
         w.writeheader()
         for r in rows:
-            w.writerow({c: (" ".join(map(str, r[c])) if isinstance(r.get(c), list) else r.get(c, "")) for c in columns})
+            w.writerow(
+                {
+                    c: (" ".join(map(str, r[c])) if isinstance(r.get(c), list) else r.get(c, ""))
+                    for c in columns
+                }
+            )
 
 
-TABLE_COLUMNS = ("benchmark", "setting", "metric", "alpha", "n", "seeds", "mean", "std", "ci95_low", "ci95_high")
+TABLE_COLUMNS = (
+    "benchmark",
+    "setting",
+    "metric",
+    "alpha",
+    "n",
+    "seeds",
+    "mean",
+    "std",
+    "ci95_low",
+    "ci95_high",
+)
 SIG_COLUMNS = (
     "benchmark", "setting", "metric", "hybrid_alpha", "baseline", "baseline_alpha", "status", "n_queries",
     "n_rows", "mean_hybrid", "mean_baseline", "diff", "rel_diff", "diff_ci95_low", "diff_ci95_high",
@@ -514,7 +542,11 @@ SIG_COLUMNS = (
 
 def _row(rep: SweepReport, b: str, s: str, m: str, a: float) -> dict[str, Any] | None:
     return next(
-        (r for r in rep.table if r["benchmark"] == b and r["setting"] == s and r["metric"] == m and r["alpha"] == a),
+        (
+            r
+            for r in rep.table
+            if r["benchmark"] == b and r["setting"] == s and r["metric"] == m and r["alpha"] == a
+        ),
         None,
     )
 
@@ -549,7 +581,9 @@ def to_markdown(rep: SweepReport, figures: Sequence[str] = ()) -> str:
         out.append("| alpha | " + " | ".join(f"{s} {m}" for s, m in cols) + " |")
         out.append("|---" * (len(cols) + 1) + "|")
         for a in rep.alphas:
-            out.append(f"| {alpha_label(a)} | " + " | ".join(_cell(_row(rep, b, s, m, a), m) for s, m in cols) + " |")
+            out.append(
+                f"| {alpha_label(a)} | " + " | ".join(_cell(_row(rep, b, s, m, a), m) for s, m in cols) + " |"
+            )
         out.append("")
     out.append(f"## Significance: hybrid vs X-X-mono and vs X-Y\n\nHybrid: {rep.hybrid_choice}.\n")
     if rep.significance:
@@ -659,7 +693,11 @@ def plot_lang_heatmap(rep: SweepReport, path: Path, metric: str = "ndcg@10") -> 
             langs, settings, mat = lang_deltas(rep, b, base_alpha, metric)
             title = f"{b}: hybrid - {name}, {metric}"
             if not langs:
-                why = rep.hybrid_choice if rep.hybrid_alpha is None else f"alpha={fmt_alpha(base_alpha)} missing"
+                why = (
+                    rep.hybrid_choice
+                    if rep.hybrid_alpha is None
+                    else f"alpha={fmt_alpha(base_alpha)} missing"
+                )
                 ax.text(0.5, 0.5, why, ha="center", va="center", wrap=True, fontsize=8)
                 ax.set_axis_off()
                 ax.set_title(title, fontsize=9)
@@ -672,7 +710,8 @@ def plot_lang_heatmap(rep: SweepReport, path: Path, metric: str = "ndcg@10") -> 
             for r in range(mat.shape[0]):
                 for c in range(mat.shape[1]):
                     if not np.isnan(mat[r, c]):
-                        ax.text(c, r, f"{mat[r, c]:+.3f}", ha="center", va="center", fontsize=7)
+                        color = "w" if abs(mat[r, c]) > 0.6 * lim else "k"
+                        ax.text(c, r, f"{mat[r, c]:+.3f}", ha="center", va="center", fontsize=7, color=color)
             ax.set_title(title + f" (alpha={fmt_alpha(rep.hybrid_alpha)})", fontsize=9)  # type: ignore[arg-type]
             fig.colorbar(im, ax=ax)
     fig.tight_layout()
@@ -704,15 +743,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m mlir.report", description=__doc__.split("\n\n")[0])
     ap.add_argument("sweep_dir", help="the multirun directory (holds <job>/.hydra/config.yaml)")
     ap.add_argument("--out", default=None, help="output directory (default: the sweep directory)")
-    ap.add_argument("--hybrid-alpha", type=float, default=None, help="test this alpha (default: best in (0, 1))")
+    ap.add_argument(
+        "--hybrid-alpha", type=float, default=None, help="test this alpha (default: best in (0, 1))"
+    )
     ap.add_argument("--n-boot", type=int, default=10000, help="bootstrap resamples")
     ap.add_argument("--n-perm", type=int, default=10000, help="sign-flip permutations")
     ap.add_argument("--seed", type=int, default=0, help="seed of the resampling")
     args = ap.parse_args(argv)
     try:
         if args.hybrid_alpha is not None and not 0.0 < args.hybrid_alpha < 1.0:
-            raise ConfigError(f"must be strictly between 0 and 1, got {args.hybrid_alpha}", where="--hybrid-alpha")
-        rep = build_report(args.sweep_dir, args.hybrid_alpha, n_boot=args.n_boot, n_perm=args.n_perm, seed=args.seed)
+            raise ConfigError(
+                f"must be strictly between 0 and 1, got {args.hybrid_alpha}", where="--hybrid-alpha"
+            )
+        rep = build_report(
+            args.sweep_dir, args.hybrid_alpha, n_boot=args.n_boot, n_perm=args.n_perm, seed=args.seed
+        )
         paths = write_report(rep, args.out)
     except MlirError as e:
         print(f"error: {e}", file=sys.stderr)

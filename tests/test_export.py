@@ -28,7 +28,11 @@ def _train_run(tmp_path: Path, tiny_model_dir: Path, pooling: str) -> tuple[Path
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(
             config_name="eval",
-            overrides=["model=tiny_random", f"model.encoder.name_or_path={tiny_model_dir}", f"model.encoder.pooling={pooling}"],
+            overrides=[
+                "model=tiny_random",
+                f"model.encoder.name_or_path={tiny_model_dir}",
+                f"model.encoder.pooling={pooling}",
+            ],
         )
     run = tmp_path / "run"
     (run / ".hydra").mkdir(parents=True)
@@ -87,7 +91,9 @@ def test_export_round_trip_gives_the_same_embeddings(tmp_path, tiny_model_dir, p
         assert (encoder.encode(short, side) - theirs).abs().max() < 1e-5
     # the export carries the trained weights, not the base model's
     base = SentenceTransformer(str(tiny_model_dir), device="cpu")
-    assert not torch.allclose(torch.as_tensor(base.encode(TEXTS[:1])), torch.as_tensor(st.encode(TEXTS[:1])), atol=1e-3)
+    assert not torch.allclose(
+        torch.as_tensor(base.encode(TEXTS[:1])), torch.as_tensor(st.encode(TEXTS[:1])), atol=1e-3
+    )
 
 
 def test_checkpoint_outside_a_run_needs_config(tmp_path, tiny_model_dir, capsys):
@@ -101,5 +107,16 @@ def test_checkpoint_outside_a_run_needs_config(tmp_path, tiny_model_dir, capsys)
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert "Traceback" not in err and len(errors) == 1 and "--config" in errors[0]
     # with --config (the run's config) it works
-    assert main([str(lone), str(tmp_path / "out"), "--config", str(ckpt.parents[1] / ".hydra" / "config.yaml"), "--no-verify"]) == 0
+    assert (
+        main(
+            [
+                str(lone),
+                str(tmp_path / "out"),
+                "--config",
+                str(ckpt.parents[1] / ".hydra" / "config.yaml"),
+                "--no-verify",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "out" / "modules.json").is_file()

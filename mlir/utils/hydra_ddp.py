@@ -11,6 +11,10 @@ passes the *pattern* ``hydra.run.dir`` rather than the directory the job actuall
 ``hydra.run.dir=<this job's output dir>`` and ``hydra.output_subdir=null`` (the parent already wrote
 ``.hydra/``). The children therefore run exactly the parent's job config in the parent's directory.
 Under SLURM (``srun`` starts every rank) Lightning launches nothing and this is not involved.
+
+:class:`JobIsolation` (a Hydra callback, ``conf/hydra/default.yaml``) cleans up after each job of a
+local multirun, which runs all jobs in one process: the DDP process group, the launcher's environment
+variables and the active W&B run would otherwise leak into the next job.
 """
 
 from __future__ import annotations
@@ -111,13 +115,30 @@ except ImportError:  # pragma: no cover - hydra < 1.1
     _HydraCallback = object  # type: ignore[assignment,misc]
 
 
-class DDPJobIsolation(_HydraCallback):
-    """Hydra callback: each job of a sequential multirun starts DDP from a clean process.
+def finish_wandb() -> None:
+    """Close the active W&B run, if any (never imports wandb; never raises)."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        try:
+            wandb.finish()
+        except Exception:  # noqa: BLE001 - logging must not fail a job
+            pass
 
-    Why: a local multirun runs its jobs one after another in one process. After job 0 the default
-    process group still points at job 0's (exited) ranks and the launcher's environment variables are
-    still set, so job 1 would reuse a dead group ("connection closed by peer") or wait forever for ranks
-    nobody starts. At the end of every job this destroys the process group and restores those variables.
+
+class JobIsolation(_HydraCallback):
+    """Hydra callback: each job of a sequential (local) multirun starts from a clean process state.
+
+    Why: a local multirun runs its jobs one after another in one process, and two things leak from
+    one job into the next:
+
+    * DDP: the default process group still points at the previous job's (exited) ranks and the
+      launcher's environment variables are still set, so the next job would reuse a dead group
+      ("connection closed by peer") or wait forever for ranks nobody starts;
+    * W&B: the run stays active, and Lightning's ``WandbLogger`` *reuses* an active run, so every
+      later job would log into the first job's run.
+
+    At the end of every job this finishes the W&B run, destroys the process group and restores the
+    environment variables.
     """
 
     def __init__(self) -> None:
@@ -127,6 +148,7 @@ class DDPJobIsolation(_HydraCallback):
         self._env = {k: os.environ.get(k) for k in _DDP_ENV}
 
     def on_job_end(self, config: Any, job_return: Any = None, **kwargs: Any) -> None:
+        finish_wandb()
         if self._env.get("LOCAL_RANK") is not None:
             return  # a rank started by someone else (a DDP child, srun, torchrun): it exits after the job
         dist = sys.modules.get("torch.distributed")  # never import torch just to clean up
@@ -137,3 +159,6 @@ class DDPJobIsolation(_HydraCallback):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+DDPJobIsolation = JobIsolation  # the earlier name
