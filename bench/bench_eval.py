@@ -41,7 +41,12 @@ import bench  # noqa: E402
 # --------------------------------------------------------------------------------------- end to end
 def run_eval_py(max_queries: int | None, langs: list[str] | None, timeout: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-eval-") as tmp:
-        cmd = [sys.executable, str(bench.ROOT / "eval.py"), f"hydra.run.dir={tmp}", "eval.benchmarks.xquad_r.download=false"]
+        cmd = [
+            sys.executable,
+            str(bench.ROOT / "eval.py"),
+            f"hydra.run.dir={tmp}",
+            "eval.benchmarks.xquad_r.download=false",
+        ]
         if max_queries:
             cmd.append(f"eval.max_queries_per_lang={max_queries}")
         if langs:
@@ -96,7 +101,9 @@ class _Lookup:
     def encode(self, inputs, *, prompt_type=None, **kw):  # noqa: ANN001, ARG002
         import numpy as np
 
-        table = self.tables["query" if str(getattr(prompt_type, "value", prompt_type)) == "query" else "document"]
+        table = self.tables[
+            "query" if str(getattr(prompt_type, "value", prompt_type)) == "query" else "document"
+        ]
         return np.stack([table[t] for batch in inputs for t in batch["text"]])
 
     def similarity(self, a, b):  # noqa: ANN001
@@ -138,9 +145,17 @@ def mteb_mono(task: Any, q_emb: Any, d_emb: Any, top_k: int) -> tuple[dict[str, 
         qrels = {f"q{r}": {docno[int(d)]: 1 for d in rel} for r, rel in zip(rows, view.rel)}
         model = _Lookup({t: qe[j] for j, t in enumerate(qtexts)}, {t: de[j] for j, t in enumerate(docs)})
         ev = RetrievalEvaluator(
-            corpus, queries, task_metadata=metadata, hf_split="test", hf_subset=lang, top_k=top_k, timer=TimingStack()
+            corpus,
+            queries,
+            task_metadata=metadata,
+            hf_split="test",
+            hf_subset=lang,
+            top_k=top_k,
+            timer=TimingStack(),
         )
-        results = ev(SearchEncoderWrapper(model), encode_kwargs={"batch_size": 1024, "show_progress_bar": False})
+        results = ev(
+            SearchEncoderWrapper(model), encode_kwargs={"batch_size": 1024, "show_progress_bar": False}
+        )
         res = ev.evaluate(qrels, results, [1, 5, 10, 100])
         scores[lang] = float(res.ndcg["NDCG@10"])
     return scores, time.perf_counter() - t0
@@ -148,7 +163,9 @@ def mteb_mono(task: Any, q_emb: Any, d_emb: Any, top_k: int) -> tuple[dict[str, 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--max-queries", type=int, default=None, help="eval.max_queries_per_lang (None = all 1190)")
+    ap.add_argument(
+        "--max-queries", type=int, default=None, help="eval.max_queries_per_lang (None = all 1190)"
+    )
     ap.add_argument("--langs", default=None, help="comma list for eval.py (default: all 11)")
     ap.add_argument("--mteb-langs", default=None, help="languages of the side-by-side scoring (default: all)")
     ap.add_argument("--reps", type=int, default=2, help="interleaved repetitions of the two scorers")
@@ -178,7 +195,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not args.skip_eval_py:
         result["eval_py"] = run_eval_py(args.max_queries, langs, args.timeout)
         e = result["eval_py"]
-        print(bench.summary_line("eval.py", [("wall_s", e["wall_seconds"]), ("peak_rss_mib", e["peak_rss_mib"])]), flush=True)
+        print(
+            bench.summary_line(
+                "eval.py", [("wall_s", e["wall_seconds"]), ("peak_rss_mib", e["peak_rss_mib"])]
+            ),
+            flush=True,
+        )
 
     if not args.skip_mteb:
         try:
@@ -187,7 +209,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             result["scoring"] = {"skipped": "mteb is not installed (pip install mteb)"}
         else:
             result["scoring"] = side_by_side(args)
-    result["machine"] = {**bench.machine(), "load_average_at_start": load_start, "load_average_at_end": bench.loadavg()}
+    result["machine"] = {
+        **bench.machine(),
+        "load_average_at_start": load_start,
+        "load_average_at_end": bench.loadavg(),
+    }
     p = bench.write_result("eval", result, args.out)
     print(f"written to {p}")
     return result
@@ -229,7 +255,12 @@ def side_by_side(args: argparse.Namespace) -> dict[str, Any]:
         mlir_nd = {x: metrics[f"xquad_r/mono/ndcg@10/{x}"] for x in task.langs}
         mteb_nd, s = mteb_mono(task, q_emb, d_emb, args.top_k)
         mteb_s.append(s)
-        print(bench.summary_line("scoring", [("mlir_s", round(mlir_s[-1], 2)), ("mteb_s", round(mteb_s[-1], 2))]), flush=True)
+        print(
+            bench.summary_line(
+                "scoring", [("mlir_s", round(mlir_s[-1], 2)), ("mteb_s", round(mteb_s[-1], 2))]
+            ),
+            flush=True,
+        )
     diffs = {x: abs(mlir_nd[x] - mteb_nd[x]) for x in task.langs}
     return {
         "langs": task.langs,

@@ -77,7 +77,9 @@ def profile_encode(enc: Any, texts: list[str]) -> dict[str, Any]:
         total += e.self_cpu_time_total
         rows.append((e.key, e.self_cpu_time_total, e.count))
     rows.sort(key=lambda r: -r[1])
-    gemm = sum(r[1] for r in rows if r[0] in ("aten::addmm", "aten::mm", "aten::bmm", "aten::matmul", "aten::linear"))
+    gemm = sum(
+        r[1] for r in rows if r[0] in ("aten::addmm", "aten::mm", "aten::bmm", "aten::matmul", "aten::linear")
+    )
     attn = sum(r[1] for r in rows if "attention" in r[0] or "softmax" in r[0] or r[0] == "aten::baddbmm")
     del torch
     return {
@@ -85,7 +87,10 @@ def profile_encode(enc: Any, texts: list[str]) -> dict[str, Any]:
         "self_cpu_ms_total": round(total / 1000, 1),
         "gemm_fraction": round(gemm / total, 3) if total else None,
         "attention_fraction": round(attn / total, 3) if total else None,
-        "top_ops": [{"op": k, "self_ms": round(t / 1000, 1), "calls": c, "fraction": round(t / total, 3)} for k, t, c in rows[:12]],
+        "top_ops": [
+            {"op": k, "self_ms": round(t / 1000, 1), "calls": c, "fraction": round(t / total, 3)}
+            for k, t, c in rows[:12]
+        ],
     }
 
 
@@ -138,7 +143,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(
             bench.summary_line(
                 f"round {r}",
-                [("matmul_gflops", round(mm[-1], 1)), ("encoder_useful_gflops", round(useful[-1], 1)), ("load", loads[-1][0])],
+                [
+                    ("matmul_gflops", round(mm[-1], 1)),
+                    ("encoder_useful_gflops", round(useful[-1], 1)),
+                    ("load", loads[-1][0]),
+                ],
             ),
             flush=True,
         )
@@ -174,7 +183,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     if not args.no_profile:
         result["profile"] = profile_encode(enc, texts[: min(len(texts), 200)])
-    result["machine"] = {**bench.machine(), "load_average_at_start": load_start, "load_average_per_round": loads}
+    result["machine"] = {
+        **bench.machine(),
+        "load_average_at_start": load_start,
+        "load_average_per_round": loads,
+    }
     result["wall_seconds_total"] = round(time.perf_counter() - t_all, 1)
     p = bench.write_result("roofline", result, args.out)
     print(

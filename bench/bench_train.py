@@ -82,7 +82,9 @@ class StepTimer:
     def window(self, warmup: int, pairs_per_step: int, coef: dict[str, float]) -> dict[str, Any]:
         """Throughput over the steps after the ``warmup``-th one."""
         if warmup < 1 or len(self.marks) < warmup + 1:
-            raise RuntimeError(f"{len(self.marks)} steps timed with warmup {warmup}; need warmup >= 1 and a timed step")
+            raise RuntimeError(
+                f"{len(self.marks)} steps timed with warmup {warmup}; need warmup >= 1 and a timed step"
+            )
         marks = self.marks[warmup - 1 :]
         (w0, c0, n0), (w1, c1, n1) = marks[0], marks[-1]
         steps = len(marks) - 1
@@ -286,7 +288,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if s.startswith("mlir"):
                 out = run_mlir(args, freeze=(s == "mlir_frozen"))
                 if out["batches"] != rows:
-                    raise RuntimeError("mlir trained on other batches than the sampler replay; unfair comparison")
+                    raise RuntimeError(
+                        "mlir trained on other batches than the sampler replay; unfair comparison"
+                    )
             else:
                 out = run_st(args, pairs, freeze=(s == "st_frozen"))
             results[s].append(out["result"])
@@ -329,7 +333,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "target": "mlir_frozen/st_pairs_per_s >= 1.3",
         "ratios": ratios,
         "systems": best,
-        "rounds": {s: [{k: r[k] for k in ("pairs_per_s", "seconds", "cpu_seconds")} for r in rs] for s, rs in results.items()},
+        "rounds": {
+            s: [{k: r[k] for k in ("pairs_per_s", "seconds", "cpu_seconds")} for r in rs]
+            for s, rs in results.items()
+        },
         "settings": {
             "batch_size": args.batch_size,
             "warmup_steps": args.warmup,
@@ -343,7 +350,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "flops_formula": "3 x forward; forward = 2 x non-embedding weights per real token + 4 x hidden x layers per (token, context token) pair",
             "quick": args.quick,
         },
-        "machine": {**bench.machine(), "load_average_at_start": load_start, "load_average_per_run": loads, "load_average_at_end": bench.loadavg()},
+        "machine": {
+            **bench.machine(),
+            "load_average_at_start": load_start,
+            "load_average_per_run": loads,
+            "load_average_at_end": bench.loadavg(),
+        },
         "wall_seconds_total": round(time.perf_counter() - t_all, 1),
     }
     path = bench.write_result("train", result, args.out)

@@ -214,17 +214,29 @@ def _item_key(item: Any) -> str:
     return item.key or "/".join(item.nested_key)
 
 
-def read_wandb_run(run_dir: str | os.PathLike) -> dict[str, Any]:
+def read_wandb_run(run_dir: str | os.PathLike, wait_s: float = 0.0) -> dict[str, Any]:
     """Group, tags, config, history rows, summary and media files of an (offline) W&B run directory.
 
     Why: offline runs (the default without credentials) have no ``wandb-summary.json``; everything is
-    in ``run-<id>.wandb``. Used by the tests and handy before ``wandb sync``.
+    in ``run-<id>.wandb``. Used by the tests and handy before ``wandb sync``. W&B's service writes the
+    file asynchronously, also after ``wandb.finish()`` returns: ``wait_s`` polls that long for the
+    run's exit record (``finished`` in the result).
     """
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        out = _read_wandb_run(Path(run_dir))
+        if out["finished"] or time.monotonic() >= deadline:
+            return out
+        time.sleep(0.5)
+
+
+def _read_wandb_run(run_dir: Path) -> dict[str, Any]:
     from wandb.proto import wandb_internal_pb2 as pb
 
-    run_dir = Path(run_dir)
-    files = sorted(run_dir.glob("run-*.wandb"))
-    if not files:
+    runs = sorted(run_dir.glob("run-*.wandb"))
+    if not runs:
         raise FileNotFoundError(f"no run-*.wandb in {run_dir}")
     out: dict[str, Any] = {
         "group": None,
@@ -233,10 +245,14 @@ def read_wandb_run(run_dir: str | os.PathLike) -> dict[str, Any]:
         "config": {},
         "history": [],
         "summary": {},
+        "finished": False,
     }
-    for raw in _wandb_records(files[0]):
+    for raw in _wandb_records(runs[0]):
         rec = pb.Record()
-        rec.ParseFromString(raw)
+        try:
+            rec.ParseFromString(raw)
+        except Exception:  # noqa: BLE001 - a record still being written (the service is async)
+            break
         kind = rec.WhichOneof("record_type")
         if kind == "run":
             out.update(group=rec.run.run_group, name=rec.run.display_name, tags=list(rec.run.tags))
@@ -250,9 +266,10 @@ def read_wandb_run(run_dir: str | os.PathLike) -> dict[str, Any]:
         elif kind == "summary":
             for item in rec.summary.update:
                 out["summary"][_item_key(item)] = json.loads(item.value_json)
-    out["media"] = sorted(
-        str(p.relative_to(run_dir / "files")) for p in (run_dir / "files" / "media").rglob("*")
-    )
+        elif kind == "exit":
+            out["finished"] = True
+    files = run_dir / "files"
+    out["media"] = sorted(str(p.relative_to(files)) for p in (files / "media").rglob("*") if p.is_file())
     return out
 
 

