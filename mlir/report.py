@@ -345,7 +345,7 @@ def build_report(
     by_alpha = _by_alpha(good)
     benchmarks = _benchmarks(good)
     expected = expected_alphas(sweep_dir)
-    wanted = expected if expected is not None else list(DEFAULT_GRID)
+    wanted = expected if expected is not None else sorted(BASELINES.values())  # no grid (e.g. Optuna)
     missing = [a for a in wanted if a not in by_alpha]
     h_alpha, h_choice = _choose_hybrid(by_alpha, benchmarks, hybrid_alpha)
     rep = SweepReport(
@@ -567,7 +567,7 @@ def to_markdown(rep: SweepReport, figures: Sequence[str] = ()) -> str:
         "",
     ]
     if rep.missing_alphas:
-        grid = "the sweep's grid" if rep.expected is not None else "the standard grid 0, 0.25, 0.5, 0.75, 1"
+        grid = "the sweep's grid" if rep.expected is not None else "the baselines"
         out.append(
             f"**Missing alphas** ({grid}): {', '.join(alpha_label(a) for a in rep.missing_alphas)} — no "
             "finished run; everything that needs them below is marked as missing.\n"

@@ -78,7 +78,7 @@ def test_cls_pooling_differs_from_mean(tiny_model_dir):
 def test_config_errors_name_their_key(tiny_model_dir):
     with pytest.raises(ConfigError, match="model.encoder.pooling"):
         DualEncoder(str(tiny_model_dir), pooling="max")
-    with pytest.raises(ConfigError, match="model.name_or_path"):
+    with pytest.raises(ConfigError, match="model.encoder.name_or_path"):
         DualEncoder("/nonexistent/model/dir")
 
 
@@ -86,4 +86,4 @@ def test_unreachable_hub_name_says_how_to_use_a_local_directory(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(MlirError, match="local") as e:
         DualEncoder("xlm-roberta-base-does-not-exist-offline")
-    assert e.value.where == "model.name_or_path"
+    assert e.value.where == "model.encoder.name_or_path"

@@ -196,3 +196,37 @@ def test_unfinished_jobs_are_listed_and_bad_dirs_are_one_line(tmp_path, capsys):
     assert main([str(tmp_path / "nope")]) == 2
     assert capsys.readouterr().err.startswith("error:")
     assert main([str(sweep), "--hybrid-alpha", "1.5"]) == 2
+
+
+def test_evaluate_writes_per_query_scores_that_average_to_the_metrics(tmp_path):
+    """The per-query rows mlir.eval.runner collects reproduce every per-language mean it reports."""
+    from _eval_data import KeyEncoder, make_xquad_dir
+
+    from mlir.eval.runner import evaluate
+
+    xq = make_xquad_dir(tmp_path / "xquad-r", langs=LANGS, n_articles=2)
+    views: list[dict] = []
+    metrics = evaluate(
+        KeyEncoder(), {"toy": {"type": "xquad_r", "path": str(xq), "download": False}}, per_query=views
+    )
+    write_per_query(tmp_path / "pq.npz", views)
+    cols = read_per_query(tmp_path / "pq.npz")
+    for lang in LANGS:
+        for setting in ("mono", "multi"):
+            m = (cols["setting"] == setting) & (cols["q_lang"] == lang)
+            assert cols["ndcg@10"][m].mean() == pytest.approx(metrics[f"toy/{setting}/ndcg@10/{lang}"])
+        pairs = [
+            np.nanmean(
+                cols["map"][(cols["setting"] == "cross") & (cols["q_lang"] == lang) & (cols["d_lang"] == d)]
+            )
+            for d in LANGS
+            if d != lang
+        ]
+        assert np.mean(pairs) == pytest.approx(metrics[f"toy/cross/map/{lang}"])
+        multi = (cols["setting"] == "multi") & (cols["q_lang"] == lang)
+        assert np.nanmean(cols["rank_distance"][multi]) == pytest.approx(
+            metrics[f"toy/multi/rank_distance/{lang}"]
+        )
+    # parallel questions share their id across languages
+    ids = {lang: set(cols["qid"][(cols["setting"] == "mono") & (cols["q_lang"] == lang)]) for lang in LANGS}
+    assert ids["en"] == ids["de"] == ids["zh"] and len(ids["en"]) > 1

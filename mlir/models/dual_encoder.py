@@ -48,7 +48,7 @@ def _load_hf(name_or_path: str, trust_remote_code: bool, cache_dir: str | None, 
 
     path = resolve_model_path(name_or_path, cache_dir)
     if path.startswith((".", "/", "~")) and not Path(path).expanduser().exists():
-        raise ConfigError(f"model directory '{path}' does not exist", where="model.name_or_path")
+        raise ConfigError(f"model directory '{path}' does not exist", where="model.encoder.name_or_path")
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         kwargs = {}
@@ -65,7 +65,7 @@ def _load_hf(name_or_path: str, trust_remote_code: bool, cache_dir: str | None, 
             f"cannot load '{path}' ({first[:160]}). Offline or not on the hub? Download it on a connected "
             f"machine (`huggingface-cli download {path} --local-dir DIR`) and set model.name_or_path=DIR, "
             f"or use model=me5_small_offline",
-            where="model.name_or_path",
+            where="model.encoder.name_or_path",
         ) from None
     return tok, model
 

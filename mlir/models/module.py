@@ -222,6 +222,15 @@ class RetrieverModule(L.LightningModule):
             mono = sum(v for k, v in self.pair_counts.items() if k.split("-")[0] == k.split("-")[1])
             self.log("train/mono_pair_fraction", mono / total, sync_dist=False, rank_zero_only=True)
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # plain ints/dicts: loadable with weights_only=True; counters survive a resume
+        checkpoint["mlir_counters"] = {"skipped_steps": int(self.skipped_steps), "pair_counts": dict(self.pair_counts)}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        counters = checkpoint.get("mlir_counters") or {}
+        self.skipped_steps = int(counters.get("skipped_steps", 0))
+        self.pair_counts = Counter({str(k): int(v) for k, v in (counters.get("pair_counts") or {}).items()})
+
     # ----------------------------------------------------------------- optimiser
     def configure_optimizers(self) -> dict[str, Any]:
         decay, no_decay = [], []
