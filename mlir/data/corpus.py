@@ -18,6 +18,22 @@ import pyarrow.compute as pc
 COLUMNS = ("id", "lang", "query", "positive", "negatives", "group")
 
 
+def corpus_features():
+    """The Arrow schema of a corpus table (shared by every reader)."""
+    import datasets
+
+    return datasets.Features(
+        {
+            "id": datasets.Value("string"),
+            "lang": datasets.Value("string"),
+            "query": datasets.Value("string"),
+            "positive": datasets.Value("string"),
+            "negatives": datasets.Sequence(datasets.Value("string")),
+            "group": datasets.Value("string"),
+        }
+    )
+
+
 def _encode(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, list[str]]:
     """Dictionary-encode a string column: (integer codes per row, sorted unique values)."""
     uniq = pc.unique(col)
@@ -92,17 +108,7 @@ class ParallelCorpus:
                 elif c == "group":
                     v = "" if v is None else str(v)
                 cols[c].append(v)
-        features = datasets.Features(
-            {
-                "id": datasets.Value("string"),
-                "lang": datasets.Value("string"),
-                "query": datasets.Value("string"),
-                "positive": datasets.Value("string"),
-                "negatives": datasets.Sequence(datasets.Value("string")),
-                "group": datasets.Value("string"),
-            }
-        )
-        return cls.from_dataset(datasets.Dataset.from_dict(cols, features=features), name=name)
+        return cls.from_dataset(datasets.Dataset.from_dict(cols, features=corpus_features()), name=name)
 
     def __len__(self) -> int:
         return len(self.pid)

@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mlir.data.corpus import ParallelCorpus
+from mlir.data.corpus import ParallelCorpus, corpus_features
 from mlir.data.io import atomic_path, iter_jsonl
 from mlir.errors import DataError
 from mlir.paths import default_cache_dir
@@ -37,21 +37,6 @@ from mlir.paths import default_cache_dir
 REQUIRED = ("id", "lang", "query", "positive")
 _FORMAT_VERSION = "jsonl-arrow-1"  # bump when the cached layout or the validation rules change
 _BATCH_ROWS = 8192
-
-
-def _features():
-    import datasets
-
-    return datasets.Features(
-        {
-            "id": datasets.Value("string"),
-            "lang": datasets.Value("string"),
-            "query": datasets.Value("string"),
-            "positive": datasets.Value("string"),
-            "negatives": datasets.Sequence(datasets.Value("string")),
-            "group": datasets.Value("string"),
-        }
-    )
 
 
 def _key_field(obj: dict, field: str, where: str) -> str:
@@ -172,7 +157,7 @@ def _first_duplicate(path: Path, hashes: array, lines: array) -> None:
 
 def _write_arrow(path: Path, out: Path) -> dict:
     """Validate ``path`` line by line and write the rows to the Arrow stream file ``out``."""
-    schema = _features().arrow_schema
+    schema = corpus_features().arrow_schema
     cols: dict[str, list] = {c: [] for c in schema.names}
     hashes, lines = array("q"), array("q")
     n_rows = 0
