@@ -13,6 +13,29 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+@pytest.fixture(autouse=True)
+def _isolated_process_state():
+    """Each test starts from the session's environment, with no process group and no W&B run.
+
+    Why: Lightning's DDP launchers set ``MASTER_PORT`` (and friends) in the *calling* process. A test
+    that runs DDP in-process would otherwise hand its port to every later subprocess, so two later DDP
+    runs started side by side bind the same port (EADDRINUSE), and a rank of a failed run can join
+    another run's process group.
+    """
+    import sys
+
+    env = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(env)
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    from mlir.utils.hydra_ddp import finish_wandb
+
+    finish_wandb()
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A saved tiny random BERT (hidden 32, 2 layers) with a byte-level BPE tokenizer."""

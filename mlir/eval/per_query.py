@@ -52,6 +52,9 @@ def write_per_query(path: str | os.PathLike, views: Sequence[dict[str, Any]]) ->
     os.close(fd)
     try:
         np.savez_compressed(tmp, **cols)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide the file from collaborators
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
