@@ -20,14 +20,23 @@ def _isolated_process_state():
     Why: Lightning's DDP launchers set ``MASTER_PORT`` (and friends) in the *calling* process. A test
     that runs DDP in-process would otherwise hand its port to every later subprocess, so two later DDP
     runs started side by side bind the same port (EADDRINUSE), and a rank of a failed run can join
-    another run's process group.
+    another run's process group. A Trainer built in-process for a simulated rank (the SLURM layout
+    test: rank 5 of 8) sets Lightning's process-wide ``rank_zero_only.rank``; left behind, every later
+    in-process run believes it is not rank 0 (W&B gives a dummy run and writes nothing).
     """
     import sys
 
+    from lightning_utilities.core.rank_zero import rank_zero_only
+
+    import mlir.logging
+
     env = dict(os.environ)
+    rank = getattr(rank_zero_only, "rank", 0)
+    mlir.logging._warned.clear()  # "warn once" is per process; each test must see its own warnings
     yield
     os.environ.clear()
     os.environ.update(env)
+    rank_zero_only.rank = rank
     dist = sys.modules.get("torch.distributed")
     if dist is not None and dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

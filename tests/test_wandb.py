@@ -91,7 +91,7 @@ def test_offline_run_has_config_curves_heatmap_and_sweep_group(tmp_path, tiny_mo
     assert "eval/xquad_r/multi/rank_distance" in metrics
 
     runs = sorted((tmp_path / "run" / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1
+    assert len(runs) == 1, sorted(p.name for p in (tmp_path / "run").iterdir())
     run = read_wandb_run(runs[0], wait_s=120)
     assert run["finished"]
     assert run["group"] == "train-2026-01-02_03-04-05"
