@@ -142,6 +142,23 @@ def xquad_sentences(n: int, seed: int = 0) -> list[str]:
     return [pool[i] for i in sorted(idx.tolist())]
 
 
+def xquad_pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """``n`` (question, relevant sentence) pairs, each in a random pair of XQuAD-R languages (X-Y)."""
+    import numpy as np
+
+    from mlir.data.xquad_r import read_xquad_r_candidates
+
+    xq = read_xquad_r_candidates(data_dir() / "xquad-r")
+    rng = np.random.default_rng(seed)
+    langs = list(xq.langs)
+    size = len(xq[langs[0]])
+    out = []
+    for i in rng.permutation(size)[:n].tolist():
+        lq, lp = rng.choice(langs, 2, replace=False).tolist()
+        out.append((xq[lq].questions[i], xq[lp].positive(i)))
+    return out
+
+
 class TokenCounter:
     """Counts padded and real (attention-mask) tokens of every forward pass of a Hugging Face encoder.
 

