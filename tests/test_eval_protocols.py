@@ -380,6 +380,18 @@ def test_benchmark_encodes_shared_texts_once(mkqa_file):
     assert "k2 2017" in passages  # in three languages' corpora, encoded once
 
 
+def test_benchmarks_of_one_evaluation_share_embeddings(mkqa_file):
+    """A second benchmark over the same texts encodes nothing new and scores exactly as on its own."""
+    cfg = {"type": "mkqa", "path": str(mkqa_file), "download": False}
+    enc = KeyEncoder()
+    both = evaluate(enc, [load_benchmark("a", cfg), load_benchmark("b", cfg)])
+    for side in ("query", "passage"):
+        texts = [t for s, ts in enc.calls if s == side for t in ts]
+        assert texts and len(texts) == len(set(texts))  # each text encoded once over both benchmarks
+    alone = evaluate(KeyEncoder(), [load_benchmark("b", cfg)])
+    assert {k: v for k, v in both.items() if k.startswith("eval/b/") or k.startswith("b/")} == alone
+
+
 def test_shard_bounds_cover_everything_once():
     for n in (0, 1, 5, 7, 64):
         for world in (1, 2, 3, 8):

@@ -128,6 +128,37 @@ def _call(fn: Callable, texts: list[str], batch_size: int | None, what: str = ""
     return torch.cat(parts) if len(parts) > 1 else parts[0]
 
 
+class EmbeddingCache:
+    """Embeddings already computed in one evaluation, by side and text.
+
+    Why: benchmarks of one evaluation often share texts (``xquad_r`` and ``xquad_r_mkqa`` ask the same
+    questions), and encoding is most of an evaluation's time. A cache lives for one
+    :func:`mlir.eval.runner.evaluate` call only: the model changes between calls. Every rank of a
+    sharded evaluation holds the same (all-gathered) rows, so all ranks agree on what is missing.
+    """
+
+    def __init__(self) -> None:
+        self._row: dict[str, dict[str, int]] = {"query": {}, "passage": {}}
+        self._emb: dict[str, torch.Tensor | None] = {"query": None, "passage": None}
+
+    def missing(self, side: str, texts: Sequence[str]) -> list[str]:
+        known = self._row[side]
+        return [t for t in texts if t not in known]
+
+    def add(self, side: str, texts: Sequence[str], emb: torch.Tensor) -> None:
+        if not len(texts):
+            return
+        rows = self._row[side]
+        base = len(rows)
+        rows.update((t, base + i) for i, t in enumerate(texts))
+        old = self._emb[side]
+        self._emb[side] = emb if old is None else torch.cat([old, emb.to(old.dtype)])
+
+    def rows(self, side: str, texts: Sequence[str]) -> torch.Tensor:
+        index = torch.as_tensor([self._row[side][t] for t in texts], dtype=torch.long)
+        return self._emb[side][index]
+
+
 def encode_unique(
     encoder: object,
     texts: Sequence[str],
@@ -135,20 +166,44 @@ def encode_unique(
     *,
     batch_size: int | None = None,
     dist: DistInfo | None = None,
+    cache: EmbeddingCache | None = None,
 ) -> tuple[torch.Tensor, np.ndarray]:
     """Embeddings of the *unique* texts ``[U, D]`` and, per input text, its row in them.
 
     ``side`` is ``"query"`` (``encoder.encode_queries``) or ``"passage"`` (``encoder.encode_passages``).
     With ``dist.world_size > 1`` every rank must call this with the same texts (it is a collective).
+    Texts found in ``cache`` are not encoded again; the new ones are added to it.
     """
     if side not in ("query", "passage"):
         raise ValueError(f"side must be 'query' or 'passage', got {side!r}")
-    fn = encoder.encode_queries if side == "query" else encoder.encode_passages
     dist = dist or DistInfo()
     uniq, inverse = dedupe(texts)
-    t0 = time.perf_counter()
     if not uniq:
         return torch.zeros(0, 0), inverse
+    if cache is None:
+        return _encode_all(encoder, uniq, side, batch_size, dist, len(texts)), inverse
+    new = cache.missing(side, uniq)
+    if new:
+        cache.add(
+            side, new, _encode_all(encoder, new, side, batch_size, dist, len(texts), len(uniq) - len(new))
+        )
+    else:
+        log.info("all %d unique %s texts (of %d) already encoded", len(uniq), side, len(texts))
+    return cache.rows(side, uniq), inverse
+
+
+def _encode_all(
+    encoder: object,
+    uniq: list[str],
+    side: str,
+    batch_size: int | None,
+    dist: DistInfo,
+    n_texts: int,
+    reused: int = 0,
+) -> torch.Tensor:
+    """Encode distinct texts, sharded over the ranks of ``dist`` (a collective when distributed)."""
+    fn = encoder.encode_queries if side == "query" else encoder.encode_passages
+    t0 = time.perf_counter()
     if not dist.distributed:
         emb = _call(fn, uniq, batch_size, side)
     else:
@@ -162,14 +217,15 @@ def encode_unique(
             local = _call(fn, uniq[:1], batch_size)[:0]
         emb = all_gather_rows(local, sizes)
     log.info(
-        "encoded %d unique %s texts (of %d) in %.1fs%s",
+        "encoded %d unique %s texts (of %d%s) in %.1fs%s",
         len(uniq),
         side,
-        len(texts),
+        n_texts,
+        f"; {reused} reused from this evaluation" if reused else "",
         time.perf_counter() - t0,
         f" on {dist.world_size} ranks" if dist.distributed else "",
     )
-    return emb, inverse
+    return emb
 
 
 def encode_texts(
@@ -179,9 +235,10 @@ def encode_texts(
     *,
     batch_size: int | None = None,
     dist: DistInfo | None = None,
+    cache: EmbeddingCache | None = None,
 ) -> torch.Tensor:
     """``[len(texts), D]`` embeddings, each distinct text encoded once (see :func:`encode_unique`)."""
-    emb, inverse = encode_unique(encoder, texts, side, batch_size=batch_size, dist=dist)
+    emb, inverse = encode_unique(encoder, texts, side, batch_size=batch_size, dist=dist, cache=cache)
     if emb.numel() == 0 and not len(texts):
         return emb
     return emb[torch.from_numpy(inverse)]

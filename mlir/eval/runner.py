@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from mlir.eval.benchmarks import Benchmark, load_benchmarks
-from mlir.eval.encode import DistInfo, encode_texts
+from mlir.eval.encode import DistInfo, EmbeddingCache, encode_texts
 from mlir.eval.tasks import SETTINGS, RetrievalTask, SettingQueries, language_rank_distance
 
 log = logging.getLogger(__name__)
@@ -242,17 +242,19 @@ def evaluate_benchmark(
     device: Any = None,
     dist: DistInfo | None = None,
     per_query: list[dict[str, Any]] | None = None,
+    cache: EmbeddingCache | None = None,
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """Encode (sharded, deduplicated) and score one benchmark; every rank gets the same metrics.
 
     ``per_query`` (rank 0 only) receives the per-query metrics of every view (see :func:`score_task`).
+    ``cache`` holds embeddings of texts already encoded by earlier benchmarks of the same evaluation.
     """
     dist = dist or DistInfo()
     task = bench.task
     t0 = time.perf_counter()
     q_texts, d_texts = _concat_texts(task)
-    q_emb = encode_texts(encoder, q_texts, "query", batch_size=batch_size, dist=dist)
-    d_emb = encode_texts(encoder, d_texts, "passage", batch_size=batch_size, dist=dist)
+    q_emb = encode_texts(encoder, q_texts, "query", batch_size=batch_size, dist=dist, cache=cache)
+    d_emb = encode_texts(encoder, d_texts, "passage", batch_size=batch_size, dist=dist, cache=cache)
     t_enc = time.perf_counter() - t0
     result = None
     if dist.rank == 0:
@@ -317,10 +319,11 @@ def evaluate(
     if device is None and trainer is not None:
         device = getattr(getattr(trainer, "strategy", None), "root_device", None)
     out: dict[str, float] = {}
+    cache = EmbeddingCache()  # the model is fixed during this call: shared texts are encoded once
     for bench in load_benchmarks(benchmarks, seed=seed):
         bench = bench.with_max_queries(max_queries_per_lang)
         metrics, info = evaluate_benchmark(
-            encoder, bench, batch_size=batch_size, device=device, dist=dist, per_query=per_query
+            encoder, bench, batch_size=batch_size, device=device, dist=dist, per_query=per_query, cache=cache
         )
         out.update(metrics)
         if details is not None:
