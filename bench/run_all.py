@@ -1,6 +1,6 @@
 """Run every benchmark that fits on this machine and regenerate the table in ``bench/README.md``.
 
-``python -m bench.run_all``            standard profile (under ~30 min on 2 idle CPU cores)
+``python -m bench.run_all``            standard profile (about an hour on 2 idle CPU cores)
 ``python -m bench.run_all --quick``    smoke profile (a few minutes): small sizes, same code paths
 ``python -m bench.run_all --only train,encode``   a subset (names below); ``--skip eval`` likewise
 ``python -m bench.run_all --table``    only regenerate the README table from bench/results/*.json
@@ -29,7 +29,7 @@ import bench  # noqa: E402
 STEPS: dict[str, tuple[str, list[str], list[str]]] = {
     "chunk_cost": ("bench_chunk_cost.py", [], ["--quick"]),
     "roofline": ("bench_roofline.py", [], ["--quick"]),
-    "encode": ("bench_encode.py", [], ["--quick"]),
+    "encode": ("bench_encode.py", ["--reps", "2"], ["--quick"]),
     "train": ("bench_train.py", [], ["--quick"]),
     "eval": ("bench_eval.py", ["--mteb-langs", "ar,de,en,es,hi,ru,th,tr,zh,el,vi"], ["--quick"]),
     # bench_metrics' full size (100k x 100k) takes longer than the whole budget here: run its quick size
