@@ -205,14 +205,15 @@ class DualEncoder(nn.Module):
         emb = emb.float()
         return F.normalize(emb, dim=-1) if self.normalize else emb
 
-    def chunks(self, token_ids: Sequence[Sequence[int]]) -> list[list[int]]:
-        """Indices grouped into length-sorted sub-batches: least estimated cost within the token budget."""
+    def chunks(self, token_ids: Sequence[Sequence[int]], budget: int | None = None) -> list[list[int]]:
+        """Indices grouped into length-sorted sub-batches: least estimated cost within ``budget`` tokens
+        (default ``token_budget``)."""
         overhead = self.call_overhead
         if overhead is None:
             on_gpu = next(self.parameters()).device.type != "cpu"
             overhead = CALL_OVERHEAD_GPU if on_gpu else CALL_OVERHEAD_CPU
         return plan_sub_batches(
-            [len(t) for t in token_ids], self.token_budget, overhead, self.attention_width
+            [len(t) for t in token_ids], budget or self.token_budget, overhead, self.attention_width
         )
 
     def pad(self, seqs: Sequence[Sequence[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -257,12 +258,7 @@ class DualEncoder(nn.Module):
             with autocast:
                 for start in range(0, len(texts), step):
                     ids = self.tokenize(texts[start : start + step], side)
-                    old, self.token_budget = self.token_budget, budget
-                    try:
-                        groups = self.chunks(ids)
-                    finally:
-                        self.token_budget = old
-                    for group in groups:
+                    for group in self.chunks(ids, budget):
                         t, m = self.pad([ids[i] for i in group], device)
                         emb = self.forward_padded(t, m, side)
                         out[torch.as_tensor(group) + start] = emb.float().cpu()
