@@ -74,15 +74,36 @@ def load_encoder(ckpt: str | Path, config: str | Path | None = None) -> Any:
     """The trained :class:`DualEncoder` of a checkpoint (eval mode, CPU)."""
     import hydra
 
-    from mlir.checkpoint import load_module_weights
+    from mlir.checkpoint import load_checkpoint, load_module_weights
 
     ckpt = Path(ckpt)
-    if not ckpt.is_file():
-        raise MlirError("checkpoint does not exist", where=str(ckpt))
+    load_checkpoint(ckpt, mmap=True)  # a broken file is reported before the model is built (mapped: cheap)
     model_cfg = load_model_config(ckpt, config)
     module = hydra.utils.instantiate(model_cfg)
     load_module_weights(module, ckpt)
     return module.encoder.eval()
+
+
+def check_out_dir(out_dir: str | Path) -> Path:
+    """``out_dir`` as a Path if it can become the export: a new or empty directory, not below a file.
+
+    Checked before the model is loaded, so a wrong second argument costs nothing and is one line.
+    """
+    out = Path(out_dir)
+    if out.is_dir():
+        if any(out.iterdir()):
+            raise MlirError("output directory exists and is not empty", where=str(out))
+        return out
+    if out.exists():
+        raise MlirError(
+            "exists and is not a directory; give a new directory for the exported model", where=str(out)
+        )
+    blocker = next((p for p in out.parents if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise MlirError(
+            f"cannot create the output directory: {blocker} is a file, not a directory", where=str(out)
+        )
+    return out
 
 
 def export_encoder(encoder: Any, out_dir: str | Path) -> Path:
@@ -95,9 +116,7 @@ def export_encoder(encoder: Any, out_dir: str | Path) -> Path:
             "separate query/passage towers cannot be one sentence-transformers model; export with shared: true",
             where="model.encoder.shared",
         )
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        raise MlirError("output directory exists and is not empty", where=str(out))
+    out = check_out_dir(out_dir)
     q_len, p_len = int(encoder.max_length["query"]), int(encoder.max_length["passage"])
     with tempfile.TemporaryDirectory(prefix="mlir-export-") as tmp:
         encoder.query_model.save_pretrained(tmp, safe_serialization=True)
@@ -159,6 +178,7 @@ def export_checkpoint(
     ckpt: str | Path, out_dir: str | Path, config: str | Path | None = None, verify: bool = True
 ) -> dict[str, Any]:
     """Checkpoint -> sentence-transformers directory; with ``verify`` the embeddings are compared."""
+    check_out_dir(out_dir)
     encoder = load_encoder(ckpt, config)
     out = export_encoder(encoder, out_dir)
     result: dict[str, Any] = {"out_dir": str(out)}

@@ -10,16 +10,11 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import hydra
-from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
 
-import mlir.config  # noqa: F401
 from mlir.errors import ConfigError, exit_on_user_error, find_mlir_error
-
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+from mlir.show_split import compose_train_config
 
 
 def preview(overrides: list[str], out=sys.stdout) -> int:
@@ -37,19 +32,22 @@ def preview(overrides: list[str], out=sys.stdout) -> int:
         raise ConfigError("must be >= 0", where="preview.batches")
     if world_size < 1:
         raise ConfigError("must be >= 1", where="preview.world_size")
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=rest, return_hydra_config=False)
-    with open_dict(cfg):
-        cfg.paths.output_dir = "."
-    mlir.config.validate(cfg)
+    cfg = compose_train_config(rest)
     sampler_factory = hydra.utils.instantiate(cfg.sampler)
     dm = hydra.utils.instantiate(cfg.data, sampler=sampler_factory, encoder=None, seed=cfg.seed)
     dm.prepare_corpora()
     from mlir.sampling.hybrid import preview_records
 
-    total = int(cfg.trainer.max_steps) if cfg.trainer.get("max_steps", -1) and cfg.trainer.max_steps > 0 else None
+    total = (
+        int(cfg.trainer.max_steps) if cfg.trainer.get("max_steps", -1) and cfg.trainer.max_steps > 0 else None
+    )
     sampler = sampler_factory(
-        dm.train_corpus, batch_size=dm.batch_size, seed=cfg.seed, world_size=world_size, rank=0, total_steps=total
+        dm.train_corpus,
+        batch_size=dm.batch_size,
+        seed=cfg.seed,
+        world_size=world_size,
+        rank=0,
+        total_steps=total,
     )
     count = 0
     for rec in preview_records(sampler, dm.train_corpus, n_batches, world_size):

@@ -197,8 +197,33 @@ def _fit_kwargs(trainer: Any) -> dict[str, Any]:
     return {"weights_only": True} if "weights_only" in inspect.signature(trainer.fit).parameters else {}
 
 
+def dev_selection(trainer: Any) -> dict[str, float]:
+    """What checkpoint selection saw: the best dev validation loss and its step (``dev/`` keys)."""
+    cb = trainer.checkpoint_callback
+    score = getattr(cb, "best_model_score", None) if cb is not None else None
+    if score is None:
+        return {}
+    out = {"dev/val_loss_best": float(score)}
+    step = re.search(r"step_(\d+)", Path(getattr(cb, "best_model_path", "") or "").name)
+    if step:
+        out["dev/best_step"] = float(step.group(1))
+    return out
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit (unless ``train=false``), then evaluate the best checkpoint (unless ``test=false``)."""
+    """Fit (unless ``train=false``), then evaluate the best checkpoint (unless ``test=false``).
+
+    With ``skip_completed=true`` a job that already finished with the same config (its ``done.json``,
+    :mod:`mlir.completed`) returns its stored metrics at once: re-running a sweep continues it.
+    """
+    import time
+
+    from mlir.completed import finished_metrics, mark_finished
+
+    if cfg.get("skip_completed") and (done := finished_metrics(cfg)) is not None:
+        log.info("skipping %s: finished with this configuration (done.json)", cfg.paths.output_dir)
+        return done
+    t_start = time.perf_counter()
     ckpt_path = preflight(cfg)
     import lightning as L
     from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -213,6 +238,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         lg.log_hyperparams(redact(OmegaConf.to_container(cfg, resolve=True)))
 
     metrics: dict[str, float] = {}
+    t_fit = time.perf_counter()
     if cfg.get("train", True):
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, **_fit_kwargs(trainer))
@@ -225,7 +251,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
             )
             sys.exit(PREEMPTED_EXIT_CODE)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1})
+        metrics.update(dev_selection(trainer))
 
+    t_eval = time.perf_counter()
     if cfg.get("test", True):
         best = (
             getattr(trainer.checkpoint_callback, "best_model_path", "") if trainer.checkpoint_callback else ""
@@ -242,6 +270,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
                     {k: v for k, v in metrics.items() if k.startswith("eval/")}, step=trainer.global_step
                 )
 
+    t_end = time.perf_counter()
+    wall = {"setup": t_fit - t_start, "fit": t_eval - t_fit, "eval": t_end - t_eval, "total": t_end - t_start}
     if trainer.is_global_zero:
         out = Path(cfg.eval.get("output_file") or Path(cfg.paths.output_dir) / "metrics.json")
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -249,6 +279,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True))
         os.replace(tmp, out)
         log.info("metrics written to %s", out)
+        mark_finished(cfg, {"wall_s": {k: round(v, 2) for k, v in wall.items()}})
     return metrics
 
 

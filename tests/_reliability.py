@@ -27,7 +27,7 @@ _WORDS = [
 ]
 
 
-def write_corpus(path: Path, n_ids: int = 48, langs: tuple[str, ...] = LANGS, n_groups: int = 8) -> Path:
+def write_corpus(path: Path, n_ids: int = 48, langs: tuple[str, ...] = LANGS, n_groups: int = 16) -> Path:
     """``n_ids`` parallel ids in every language of ``langs``, ``n_groups`` groups (for the held-out split)."""
     lines = []
     for i in range(n_ids):
@@ -56,11 +56,15 @@ def train_overrides(corpus: Path, model_dir: Path, run_dir: Path, *extra: str) -
         f"model.encoder.name_or_path={model_dir}",
         "data=jsonl",
         f"data.corpus.path={corpus}",
-        "data.split.eval_fraction=0.25",
+        "~data.split.test_fraction",
+        "~data.split.dev_fraction",
+        "+data.split.n_test_groups=1",  # 3 of 48 ids (test=false here)
+        "+data.split.n_dev_groups=3",  # 9 dev ids: one validation batch of 8; 36 train ids = 4 steps/epoch
         "data.batch_size=8",
         "data.val_batches=1",
         "data.num_workers=0",
         "trainer.accelerator=cpu",
+        "trainer.max_epochs=-1",  # the tests set trainer.max_steps
         "trainer.enable_progress_bar=false",
         "trainer.log_every_n_steps=1",
         "test=false",

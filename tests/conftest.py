@@ -103,3 +103,14 @@ def mkqa_test_file(data_dir):
     if not f.is_file():
         pytest.skip(f"MKQA test file not found at {f}")
     return f
+
+
+@pytest.fixture(scope="session")
+def mlqa_r_dir(data_dir):
+    """``<data>/mlqa-r`` with the 7 MLQA-R languages (the zero-shot test set); skip when any is missing."""
+    d = data_dir / "mlqa-r"
+    langs = ("ar", "de", "en", "es", "hi", "vi", "zh")
+    missing = [lang for lang in langs if not (d / f"{lang}.json").is_file()]
+    if missing:
+        pytest.skip(f"MLQA-R files {missing} not found in {d}")
+    return d

@@ -422,24 +422,6 @@ class _FakeResponse(io.BytesIO):
         self.close()
 
 
-def test_ensure_xquad_r_downloads_missing_files_atomically(tmp_path, monkeypatch):
-    doc = _squad([("T", [(["One sentence."], [("x1", "Q?", "One")])])])
-    calls = []
-
-    def fake_urlopen(url, timeout=None):
-        calls.append(url)
-        return _FakeResponse(json.dumps(doc).encode())
-
-    monkeypatch.setattr(download, "urlopen", fake_urlopen)
-    (tmp_path / "xquad-r").mkdir()
-    (tmp_path / "xquad-r" / "en.json").write_text(json.dumps(doc))  # present: not fetched again
-    target = download.ensure_xquad_r(tmp_path, ["en", "de"])
-    assert target == tmp_path / "xquad-r"
-    assert calls == ["https://github.com/google-research-datasets/lareqa/raw/master/xquad-r/de.json"]
-    assert sorted(p.name for p in target.iterdir()) == ["de.json", "en.json"]  # no temp files left
-    assert read_xquad_r_candidates(target, ["de"])["de"].questions == ["Q?"]
-
-
 def test_ensure_xquad_r_offline_gives_one_clear_error(tmp_path, monkeypatch):
     def offline(url, timeout=None):
         raise URLError("no network")

@@ -17,7 +17,9 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def encoder(tiny_model_dir):
-    return DualEncoder(str(tiny_model_dir), query_max_length=32, passage_max_length=48, token_budget=64).eval()
+    return DualEncoder(
+        str(tiny_model_dir), query_max_length=32, passage_max_length=48, token_budget=64
+    ).eval()
 
 
 def test_sorted_sub_batches_equal_one_padded_batch(encoder):

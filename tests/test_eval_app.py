@@ -155,12 +155,12 @@ def test_compose_adds_and_configures_benchmarks(synth_dir, tmp_path):
     assert set(b) == {"xquad_r", "xquad_r_mkqa"}
     assert b["xquad_r"]["max_queries_per_lang"] == 3 and b["xquad_r_mkqa"]["type"] == "xquad_r_mkqa"
     assert b["xquad_r"]["cross"]["target"] == "en"
-    # the held-out variant follows data.split when a data config is present, else XQuAD-R's default
+    # the test variant follows data.split when a data config is present, else XQuAD-R's default
     held = _compose(
-        ["benchmark@eval.benchmarks.xquad_r=xquad_r_heldout", *_bench_overrides(synth_dir, tmp_path)]
+        ["benchmark@eval.benchmarks.xquad_r=xquad_r_test", *_bench_overrides(synth_dir, tmp_path)]
     )
     resolved = OmegaConf.to_container(held.eval.benchmarks.xquad_r, resolve=True)
-    assert resolved["split"] == {"n_eval_groups": 12, "seed": 0}
+    assert resolved["split"] == {"n_folds": 4, "fold": 0, "n_dev_groups": 4, "seed": 0}
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         train = compose(config_name="train", overrides=["data.split.seed=7"])
     resolved = OmegaConf.to_container(train, resolve=False)

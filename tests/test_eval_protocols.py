@@ -166,19 +166,22 @@ def test_group_split_restricts_queries_and_candidates(xquad_dir):
         ]
 
 
-def test_heldout_split_matches_training_split(xquad_dir):
-    """The benchmark's held-out articles are exactly those training's split_by_group holds out."""
-    from mlir.data.splits import split_by_group
+def test_benchmark_parts_match_training_split(xquad_dir):
+    """The benchmark's test (and dev, train) articles are exactly those of training's plan_split."""
+    from mlir.data.splits import plan_split
     from mlir.data.xquad_r import read_xquad_r
 
-    split = {"n_eval_groups": 2, "seed": 3}
-    _, held = split_by_group(read_xquad_r(xquad_dir), **split)
-    task = load_benchmark("xq", _xq(xquad_dir, split=split, langs=["de", "zh"])).task
-    assert task.meta["groups"] == held.meta["eval_groups"]
-    train_task = load_benchmark("xq", _xq(xquad_dir, split={**split, "part": "train"})).task
-    assert set(train_task.docs["en"]).isdisjoint(
-        load_benchmark("xq", _xq(xquad_dir, split=split)).task.docs["en"]
-    )
+    split = {"n_folds": 3, "fold": 1, "n_dev_groups": 1, "seed": 3}
+    plan = plan_split(read_xquad_r(xquad_dir).groups, **split)
+    for part in ("test", "dev", "train"):
+        task = load_benchmark("xq", _xq(xquad_dir, split={**split, "part": part}, langs=["de", "zh"])).task
+        assert task.meta["groups"] == plan.part(part)
+    docs = {
+        p: set(load_benchmark("xq", _xq(xquad_dir, split={**split, "part": p})).task.docs["en"])
+        for p in ("test", "dev", "train")
+    }
+    assert docs["test"].isdisjoint(docs["train"]) and docs["test"].isdisjoint(docs["dev"])
+    assert docs["dev"].isdisjoint(docs["train"])
 
 
 def test_query_subsample_is_seeded_and_parallel(xquad_dir):
@@ -435,3 +438,29 @@ def test_sharded_encoding_matches_single_process(tmp_path):
         assert res["bcast"] == {"r": 0}
     # 6 unique texts: each rank encoded its own 3, not all of them
     assert [r["calls"] for r in results] == [[("query", 3)], [("query", 3)]]
+
+
+@pytest.mark.data
+def test_mlqa_r_real_files_zero_shot_protocol(mlqa_r_dir):
+    """The real LAReQA MLQA-R files: 7 languages, 1,148 questions asked 4,199 times, 20,534 candidate
+    sentences; every question exists in English plus 1-3 other languages, so a multi query has 2 to 4
+    relevant sentences, each in its own language, and a rank distance (none is left out)."""
+    bench = load_benchmark("mlqa_r", {"type": "mlqa_r", "path": str(mlqa_r_dir), "download": False})
+    task = bench.task
+    assert task.langs == ["ar", "de", "en", "es", "hi", "vi", "zh"]
+    assert len(set(task.query_ids)) == 1148
+    assert sum(len(task.queries[x].ids) for x in task.langs) == 4199
+    assert sum(len(task.docs[x]) for x in task.langs) == 20534
+    view = task.view("en", task.langs)
+    n_langs = [len(np.unique(rl)) for rl in view.rel_lang]
+    assert len(view.rows) == 1148 and min(n_langs) == 2 and max(n_langs) == 4
+    assert all(len(rl) == len(np.unique(rl)) for rl in view.rel_lang)  # one relevant sentence per language
+    sub = Benchmark(bench.config, task.subsample_queries(40, seed=0))
+    m = evaluate(HashingEncoder(dim=64), [sub])
+    for setting in ("mono", "cross", "multi"):
+        assert 0.0 <= m[f"mlqa_r/{setting}/map"] <= 1.0 and 0.0 <= m[f"mlqa_r/{setting}/ndcg@10"] <= 1.0
+    assert m["mlqa_r/multi/rank_distance_undefined"] == 0
+    assert m["mlqa_r/multi/rank_distance_queries"] == sum(
+        len(sub.task.queries[x].ids) for x in sub.task.langs
+    )
+    assert m["mlqa_r/multi/rank_distance"] > 0

@@ -63,13 +63,13 @@ def test_alpha_sweep_grid():
     assert cfg.hydra.sweeper._target_.endswith("BasicSweeper")
 
 
-def test_alpha_optuna_sweeper_optimises_the_monitor_metric():
+def test_alpha_optuna_sweeper_optimises_a_dev_quantity_never_a_test_metric():
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     cfg = _compose(["hparams_search=alpha_optuna", "experiment=xquad_proxy"])
     sw = cfg.hydra.sweeper
-    assert sw._target_.endswith("OptunaSweeper") and sw.direction == "maximize" and sw.storage is None
+    assert sw._target_.endswith("OptunaSweeper") and sw.direction == "minimize" and sw.storage is None
     assert set(sw.params) == {"sampler.alpha", "model.optimizer.lr"}
-    assert cfg.optimized_metric == "eval/xquad_r/avg/ndcg@10"
+    assert cfg.optimized_metric == "dev/val_loss_best"
 
 
 def test_xquad_proxy_experiment():
@@ -81,10 +81,48 @@ def test_xquad_proxy_experiment():
         cfg.eval.benchmarks.xquad_r.type == "xquad_r"
         and cfg.eval.benchmarks.xquad_r_mkqa.type == "xquad_r_mkqa"
     )
-    for b in cfg.eval.benchmarks.values():  # evaluation on the articles training held out
+    for b in cfg.eval.benchmarks.values():  # final evaluation on the fold's test articles
         assert OmegaConf.to_container(b.split, resolve=True) == OmegaConf.to_container(cfg.data.split)
-    assert cfg.callbacks.early_stopping.monitor == "val/loss"
-    assert list(cfg.callbacks.retrieval_eval.benchmarks) == ["xquad_r"]
+    # the curves during training come from the dev articles, in the training languages, logged as dev/
+    rcb = cfg.callbacks.retrieval_eval
+    assert list(rcb.benchmarks) == ["xquad_r_dev"] and rcb.prefix == "dev/"
+    dev_split = OmegaConf.to_container(rcb.benchmarks.xquad_r_dev.split, resolve=True)
+    assert dev_split == {"part": "dev", **OmegaConf.to_container(cfg.data.split)}
+    assert list(rcb.benchmarks.xquad_r_dev.langs) == list(cfg.data.train_langs)
+    assert cfg.callbacks.model_checkpoint.monitor == "val/loss"
+
+
+@pytest.mark.parametrize("fold", [0, 3])
+def test_hybrid_study_experiment(fold):
+    """Every arm: the fold's split, dev selection, XQuAD-R test + MLQA-R zero-shot; a resumable sweep."""
+    cfg = _compose(["experiment=hybrid_study", f"data.split.fold={fold}"])
+    assert OmegaConf.to_container(cfg.data.split) == {
+        "n_folds": 4,
+        "fold": fold,
+        "n_dev_groups": 4,
+        "seed": 0,
+    }
+    assert set(cfg.eval.benchmarks) == {"xquad_r", "mlqa_r"}
+    assert OmegaConf.to_container(cfg.eval.benchmarks.xquad_r.split, resolve=True)["fold"] == fold
+    assert cfg.eval.benchmarks.mlqa_r.split is None  # MLQA-R: every question, never trained on
+    assert cfg.skip_completed is True and cfg.ckpt_path == "last"
+    assert cfg.callbacks.model_checkpoint.monitor == "val/loss" and "early_stopping" not in cfg.callbacks
+    params = cfg.hydra.sweeper.params
+    assert list(params) == [
+        "seed",
+        "data.split.fold",
+        "sampler.alpha",
+    ]  # seed-major: partial sweeps are balanced
+    assert (params["data.split.fold"], params["sampler.alpha"], params["seed"]) == (
+        "0,1,2,3",
+        "0,0.5,1",
+        "1,2,3",
+    )
+    assert (
+        "${now:" not in OmegaConf.to_container(cfg.hydra.sweep)["dir"]
+    )  # a fixed directory: re-runs continue
+    untrained = _compose(["experiment=hybrid_study_untrained"])
+    assert untrained.train is False and untrained.hydra.sweeper.params["data.split.fold"] == "0,1,2,3"
 
 
 @pytest.mark.parametrize(
@@ -104,10 +142,8 @@ def test_paper_experiments(name, backbone, pooling):
     ) and cfg.model.optimizer.weight_decay == pytest.approx(0.01)
     assert (cfg.model.encoder.query_prefix, cfg.model.encoder.passage_prefix) == ("query: ", "passage: ")
     assert cfg.callbacks.early_stopping.monitor == "val/loss" and cfg.callbacks.early_stopping.mode == "min"
-    assert list(cfg.eval.benchmarks) == ["mkqa"] and cfg.callbacks.retrieval_eval._target_.endswith(
-        "RetrievalEvalCallback"
-    )
-    assert cfg.optimized_metric == "eval/mkqa/avg/ndcg@10"
+    assert list(cfg.eval.benchmarks) == ["mkqa"] and "retrieval_eval" not in cfg.callbacks
+    assert cfg.optimized_metric == "dev/val_loss_best" and not cfg.eval.get("dev_benchmarks")
     default = _compose([f"experiment={name}"])  # without data.corpus.path: <data dir>/train.jsonl
     assert default.data.corpus.path.endswith("/train.jsonl")
 

@@ -1,14 +1,16 @@
-"""Group splits: deterministic, order-independent, leak-free; language filters on either side."""
+"""Train / dev / test splits: leak-free by article, deterministic, folds that partition the groups, and
+validation batches that do not depend on the arm (alpha) being trained."""
 
 from __future__ import annotations
 
 import random
+from functools import partial
 
 import numpy as np
 import pytest
 
 from mlir.data.corpus import ParallelCorpus
-from mlir.data.splits import choose_eval_groups, filter_langs, split_by_group, split_by_groups
+from mlir.data.splits import PARTS, filter_langs, group_rows, plan_from_config, plan_split, split_corpus
 from mlir.errors import ConfigError
 
 LANGS = ("ar", "de", "en", "zh")
@@ -32,99 +34,165 @@ def _rows(n_groups=12, per_group=3, seed=None):
     return rows
 
 
-def _keys(corpus):
-    t = corpus.table.with_format("arrow")[:]
-    return set(zip(t.column("id").to_pylist(), t.column("lang").to_pylist(), t.column("group").to_pylist()))
+def _part_content(corpus: ParallelCorpus, groups, langs=None) -> tuple[set, set]:
+    rows = group_rows(corpus, groups, langs)
+    return set(corpus.texts("id", rows)), set(corpus.texts("positive", rows))
 
 
-def test_same_seed_same_split_regardless_of_row_order():
-    a_train, a_eval = split_by_group(ParallelCorpus.from_rows(_rows()), n_eval_groups=3, seed=7)
-    b_train, b_eval = split_by_group(ParallelCorpus.from_rows(_rows(seed=1)), n_eval_groups=3, seed=7)
-    assert a_eval.meta["eval_groups"] == b_eval.meta["eval_groups"]
-    assert _keys(a_eval) == _keys(b_eval) and _keys(a_train) == _keys(b_train)
-
-
-def test_seed_changes_the_held_out_groups():
-    groups = [f"article{g}" for g in range(12)]
-    picks = {tuple(choose_eval_groups(groups, n_eval_groups=3, seed=s)) for s in range(8)}
-    assert len(picks) > 1
-
-
-def test_groups_never_leak_and_everything_is_used():
+def test_folds_partition_the_groups_and_parts_are_disjoint():
     corpus = ParallelCorpus.from_rows(_rows())
-    train, eval_ = split_by_group(corpus, eval_fraction=0.25, seed=0)
-    assert len(eval_.groups) == 3 and len(train.groups) == 9
-    assert not set(train.groups) & set(eval_.groups)
-    assert sorted(train.groups + eval_.groups) == sorted(corpus.groups)
-    assert train.meta["eval_groups"] == eval_.meta["eval_groups"] == sorted(eval_.groups)
-    assert train.meta["train_groups"] == sorted(train.groups)
-    tk, ek = _keys(train), _keys(eval_)
-    assert not {i for i, _, _ in tk} & {i for i, _, _ in ek}  # no parallel id on both sides
-    assert tk | ek == _keys(corpus) and len(train) + len(eval_) == len(corpus)
+    tests = []
+    for fold in range(4):
+        plan = plan_split(corpus.groups, n_folds=4, fold=fold, n_dev_groups=2, seed=5)
+        assert (len(plan.train), len(plan.dev), len(plan.test)) == (7, 2, 3)
+        assert sorted(plan.train + plan.dev + plan.test) == sorted(corpus.groups)
+        content = {p: _part_content(corpus, plan.part(p)) for p in PARTS}
+        for a, b in (("train", "dev"), ("train", "test"), ("dev", "test")):
+            assert not set(plan.part(a)) & set(plan.part(b))
+            assert not content[a][0] & content[b][0]  # question ids
+            assert not content[a][1] & content[b][1]  # passage texts
+        tests += plan.test
+    assert sorted(tests) == sorted(corpus.groups)  # every group is test exactly once
+
+
+def test_same_seed_same_split_regardless_of_row_order_and_seed_matters():
+    a = ParallelCorpus.from_rows(_rows())
+    b = ParallelCorpus.from_rows(_rows(seed=1))
+    kw = dict(n_folds=3, fold=1, n_dev_groups=2, seed=7)
+    assert plan_split(a.groups, **kw) == plan_split(b.groups, **kw)
+    assert plan_split(list(reversed(a.groups)), **kw) == plan_split(a.groups, **kw)
+    tests = {tuple(plan_split(a.groups, **{**kw, "seed": s}).test) for s in range(8)}
+    assert len(tests) > 1
+
+
+def test_split_corpus_builds_train_and_dev_in_the_training_languages():
+    corpus = ParallelCorpus.from_rows(_rows())
+    plan = plan_split(corpus.groups, n_test_groups=3, n_dev_groups=2, seed=0)
+    train, dev = split_corpus(corpus, plan, ["ar", "en"])
+    assert train.langs == dev.langs == ["ar", "en"]
+    assert sorted(train.groups) == plan.train and sorted(dev.groups) == plan.dev
+    assert train.meta["test_groups"] == plan.test and train.meta["split"] == "train"
+    assert len(train) == 2 * 3 * len(plan.train)
     # the index arrays of each part describe that part (not the parent)
-    assert train.num_ids == len({i for i, _, _ in tk})
     ids = train.texts("id", np.arange(len(train)))
-    assert len(set(zip(ids, train.pid.tolist()))) == train.num_ids
-
-
-def test_language_filters_do_not_move_the_held_out_groups():
-    corpus = ParallelCorpus.from_rows(_rows())
-    train, eval_ = split_by_group(corpus, n_eval_groups=4, seed=3, train_langs=["ar", "en"])
-    assert train.langs == ["ar", "en"] and eval_.langs == sorted(LANGS)
-    _, eval_all = split_by_group(corpus, n_eval_groups=4, seed=3)
-    assert eval_.meta["eval_groups"] == eval_all.meta["eval_groups"]
-    train2, eval2 = split_by_group(corpus, n_eval_groups=4, seed=3, eval_langs=["zh"])
-    assert eval2.langs == ["zh"] and train2.langs == sorted(LANGS)
+    assert len(set(zip(ids, train.pid.tolist()))) == train.num_ids == 3 * len(plan.train)
+    # without dev groups there is no dev corpus; language filters never move groups
+    plan0 = plan_split(corpus.groups, n_test_groups=3, seed=0)
+    assert plan0.test == plan.test and split_corpus(corpus, plan0)[1] is None
     assert filter_langs(corpus, ["de"]).langs == ["de"]
-    assert len(filter_langs(corpus, ["de", "zh"])) == len(corpus) // 2
 
 
-def test_explicit_group_list():
-    corpus = ParallelCorpus.from_rows(_rows())
-    train, eval_ = split_by_groups(corpus, ["article1", "article5"])
-    assert eval_.groups == ["article1", "article5"] and "article1" not in train.groups
+def test_fractions_and_explicit_counts():
+    groups = [f"g{i}" for i in range(100)]
+    plan = plan_split(groups, test_fraction=0.1, dev_fraction=0.05, seed=0)
+    assert (len(plan.test), len(plan.dev), len(plan.train)) == (10, 4, 86)  # dev: 5 % of the 90 left
+    assert plan.fold is None
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    "split, key",
     [
-        {},
-        {"eval_fraction": 0.2, "n_eval_groups": 2},
-        {"eval_fraction": 1.0},
-        {"eval_fraction": 0.0},
-        {"n_eval_groups": 12},
-        {"n_eval_groups": 0},
-        {"n_eval_groups": 2, "train_langs": ["xx"]},
+        ({}, "data.split"),
+        ({"n_eval_groups": 2}, "data.split.n_eval_groups"),
+        ({"eval_fraction": 0.1}, "data.split.eval_fraction"),
+        ({"n_test_groups": 2, "test_fraction": 0.2}, "data.split.n_test_groups"),
+        ({"test_fraction": 1.0}, "data.split.test_fraction"),
+        ({"n_test_groups": 12}, "data.split.n_test_groups"),
+        ({"n_folds": 1}, "data.split.n_folds"),
+        ({"n_folds": 4, "fold": 4}, "data.split.fold"),
+        ({"n_folds": 4, "n_test_groups": 3}, "data.split"),
+        ({"n_folds": 4, "n_dev_groups": 9}, "data.split.n_dev_groups"),
+        ({"n_folds": 4, "colour": 1}, "data.split"),
     ],
 )
-def test_bad_split_requests_are_config_errors(kwargs):
-    with pytest.raises(ConfigError):
-        split_by_group(ParallelCorpus.from_rows(_rows()), **kwargs)
+def test_bad_split_configs_name_their_key(split, key):
+    with pytest.raises(ConfigError) as e:
+        plan_from_config([f"a{i}" for i in range(12)], split)
+    assert e.value.where == key
 
 
 def test_single_group_cannot_be_split():
-    rows = [dict(r, group="one") for r in _rows(n_groups=2)]
     with pytest.raises(ConfigError):
-        split_by_group(ParallelCorpus.from_rows(rows), n_eval_groups=1)
-    with pytest.raises(ConfigError):
-        split_by_groups(ParallelCorpus.from_rows(_rows()), ["nope"])
+        plan_split(["one"], n_test_groups=1)
+
+
+# ------------------------------------------------------------------- validation batches are arm-free
+
+
+def _datamodule(alpha: float, seed: int, schedule: str = "constant"):
+    from mlir.data.datamodule import RetrievalDataModule
+    from mlir.sampling.hybrid import HybridBatchSampler
+
+    sampler = partial(HybridBatchSampler, alpha=alpha, schedule=schedule)
+    if schedule == "linear":
+        sampler = partial(
+            HybridBatchSampler, schedule="linear", alpha_start=1.0, alpha_end=0.0, total_steps=10
+        )
+    dm = RetrievalDataModule(
+        corpus=lambda: ParallelCorpus.from_rows(_rows(n_groups=20, per_group=4)),
+        sampler=sampler,
+        split={"n_folds": 4, "fold": 0, "n_dev_groups": 4, "seed": 0},
+        batch_size=4,
+        val_batches=6,
+        seed=seed,
+    )
+    dm.prepare_corpora()
+    return dm
+
+
+def test_validation_batches_are_the_same_for_every_alpha_seed_and_schedule():
+    ref = list(_datamodule(0.5, 1).val_sampler())
+    assert len(ref) == 6
+    for alpha, seed, schedule in (
+        (0.0, 1, "constant"),
+        (1.0, 1, "constant"),
+        (0.5, 9, "constant"),
+        (0.5, 1, "linear"),
+    ):
+        assert list(_datamodule(alpha, seed, schedule).val_sampler()) == ref
+    # while the training batches do depend on alpha
+    assert list(_datamodule(0.0, 1).make_sampler(_datamodule(0.0, 1).train_corpus, 1)) != list(
+        _datamodule(1.0, 1).make_sampler(_datamodule(1.0, 1).train_corpus, 1)
+    )
+
+
+def test_validation_batches_come_from_dev_and_mix_both_kinds():
+    dm = _datamodule(0.5, 1)
+    batches = list(dm.val_sampler())
+    val = dm.val_corpus
+    dev_groups = set(dm.plan.dev)
+    kinds = []
+    for batch in batches:
+        q, p = np.asarray(batch).T
+        assert {val.groups[g] for g in val.group_idx[q]} <= dev_groups
+        same = val.lang_idx[q] == val.lang_idx[p]
+        assert same.all() or not same.any()
+        kinds.append("mono" if same.all() else "cross")
+    assert kinds.count("mono") == kinds.count("cross") == 3
+    assert list(dm.val_sampler()) == batches  # the same every validation
+
+
+# ------------------------------------------------------------------------------ the real XQuAD-R
 
 
 @pytest.mark.data
-def test_xquad_r_36_12_split_with_nine_training_languages(xquad_r_dir):
-    from mlir.data.xquad_r import read_xquad_r_candidates
+def test_xquad_r_folds_are_leak_free(xquad_r_dir):
+    """For every fold: train / dev / test share no article, question id or passage text, and the four
+    test folds partition the 48 articles (12 each)."""
+    from mlir.data.xquad_r import read_xquad_r
 
-    xq = read_xquad_r_candidates(xquad_r_dir)
-    corpus = xq.to_corpus()
+    corpus = read_xquad_r(xquad_r_dir)
+    assert len(corpus.groups) == 48
     train_langs = ["ar", "de", "en", "es", "hi", "ru", "th", "tr", "zh"]
-    train, eval_ = split_by_group(corpus, n_eval_groups=12, seed=0, train_langs=train_langs)
-    held = eval_.meta["eval_groups"]
-    assert len(held) == 12 and len(train.groups) == 36 and not set(held) & set(train.groups)
-    assert train.langs == train_langs and len(eval_.langs) == 11
-    n_eval_q = sum(g in held for g in xq["en"].groups)
-    assert len(eval_) == 11 * n_eval_q and len(train) == 9 * (1190 - n_eval_q)
-    # evaluation candidates restricted to the held-out articles
-    cands = xq.restrict_groups(held)
-    for lang in cands.langs:
-        assert set(cands[lang].candidate_groups) == set(held)
-        assert len(cands[lang]) == n_eval_q
+    tests = []
+    for fold in range(4):
+        plan = plan_split(corpus.groups, n_folds=4, fold=fold, n_dev_groups=4, seed=0)
+        assert (len(plan.train), len(plan.dev), len(plan.test)) == (32, 4, 12)
+        content = {
+            p: _part_content(corpus, plan.part(p), None if p == "test" else train_langs) for p in PARTS
+        }
+        for a, b in (("train", "dev"), ("train", "test"), ("dev", "test")):
+            assert not content[a][0] & content[b][0], (fold, a, b)
+            assert not content[a][1] & content[b][1], (fold, a, b)
+        tests += plan.test
+    assert sorted(tests) == sorted(corpus.groups)

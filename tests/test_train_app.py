@@ -81,7 +81,14 @@ def test_fast_dev_run_fits_and_evaluates(tmp_path, xquad_r_dir):
 @pytest.mark.data
 def test_preview_batches_cli_prints_one_json_line_per_batch(xquad_r_dir):
     out = subprocess.run(
-        [sys.executable, "-m", "mlir.preview_batches", "sampler.alpha=0.5", "preview.batches=6", "preview.world_size=2"],
+        [
+            sys.executable,
+            "-m",
+            "mlir.preview_batches",
+            "sampler.alpha=0.5",
+            "preview.batches=6",
+            "preview.world_size=2",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

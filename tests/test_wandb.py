@@ -62,7 +62,8 @@ def test_offline_run_has_config_curves_heatmap_and_sweep_group(tmp_path, tiny_mo
                 "data.corpus.download=false",
                 "data.train_langs=[en,de]",
                 "data.eval_langs=[en,de,zh]",
-                "data.split.n_eval_groups=2",
+                "data.split.n_folds=3",
+                "data.split.n_dev_groups=1",
                 "data.batch_size=4",
                 "eval.benchmarks.xquad_r.download=false",
                 f"model.encoder.name_or_path={tiny_model_dir}",
@@ -104,11 +105,13 @@ def test_offline_run_has_config_curves_heatmap_and_sweep_group(tmp_path, tiny_mo
     # curves: loss, in-batch accuracy, periodic eval metrics, language bias over steps
     assert len(metric_history(run, "train/loss_step")) >= 2
     assert len(metric_history(run, "train/accuracy_step")) >= 2
-    bias = metric_history(run, "eval/xquad_r/multi/rank_distance")
-    assert len({step for step, _ in bias}) >= 2, bias  # periodic (steps 2, 4) + the final evaluation
+    bias = metric_history(run, "dev/xquad_r_dev/multi/rank_distance")  # curves: the dev articles
+    assert len({step for step, _ in bias}) >= 2, bias  # periodic (steps 2, 4)
     assert all(v >= 0 for _, v in bias)
+    assert metric_history(run, "eval/xquad_r/multi/rank_distance")  # the final test evaluation
     assert metric_history(run, "eval/xquad_r/mono/ndcg@10/zh")
     # the callback's per-language table and language x setting heatmap (it sees a real WandbLogger)
-    assert any(m.startswith("media/images/eval/xquad_r/heatmap") and m.endswith(".png") for m in run["media"])
-    assert any(m.startswith("media/table/eval/xquad_r/per_language") for m in run["media"])
+    media = run["media"]
+    assert any(m.startswith("media/images/dev/xquad_r_dev/heatmap") and m.endswith(".png") for m in media)
+    assert any(m.startswith("media/table/dev/xquad_r_dev/per_language") for m in media)
     assert run["summary"]["eval/xquad_r/avg/ndcg@10"] == pytest.approx(metrics["eval/xquad_r/avg/ndcg@10"])

@@ -18,9 +18,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from mlir.data.corpus import ParallelCorpus
+from mlir.data.jsonl import check_negatives, normalize_lang
 from mlir.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+VAL_SEED = 1_000_003  # validation batches: one fixed draw, for every arm and training seed
 
 
 def tokenize_corpus(
@@ -85,6 +88,19 @@ class PairDataset(Dataset):
         return batch
 
 
+class FixedBatches:
+    """A batch sampler that yields the same precomputed batches every time (validation)."""
+
+    def __init__(self, batches: list[list[tuple[int, int]]]):
+        self.batches = batches
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
 def _identity(batch: Any) -> Any:
     return batch
 
@@ -97,9 +113,9 @@ class RetrievalDataModule(L.LightningDataModule):
         sampler: partial :class:`~mlir.sampling.hybrid.HybridBatchSampler` (``conf/sampler``).
         encoder: provides ``tokenize(texts, side)``; set by ``train.py`` from the model.
         train_langs / eval_langs: language subsets (``None`` = all in the data).
-        split: kwargs of :func:`mlir.data.splits.split_by_group` (held-out groups), or ``None``.
+        split: ``data.split`` (:func:`mlir.data.splits.plan_split`: folds, test and dev groups), or ``None``.
         batch_size: GLOBAL batch size, split evenly across DDP ranks.
-        val_batches: number of validation-loss batches drawn (deterministically) from held-out groups.
+        val_batches: number of validation-loss batches, drawn once from the dev groups (:meth:`val_sampler`).
         num_negatives: hard negatives per pair taken from the data's ``negatives``.
     """
 
@@ -123,8 +139,8 @@ class RetrievalDataModule(L.LightningDataModule):
         self.corpus_fn = corpus
         self.sampler_factory = sampler
         self.encoder = encoder
-        self.train_langs = list(train_langs) if train_langs else None
-        self.eval_langs = list(eval_langs) if eval_langs else None
+        self.train_langs = [normalize_lang(x) for x in train_langs] if train_langs else None
+        self.eval_langs = [normalize_lang(x) for x in eval_langs] if eval_langs else None
         self.split = dict(split) if split else None
         self.batch_size = int(batch_size)
         self.val_batches = int(val_batches)
@@ -133,39 +149,39 @@ class RetrievalDataModule(L.LightningDataModule):
         self.seed = int(seed)
         self.train_corpus: ParallelCorpus | None = None
         self.val_corpus: ParallelCorpus | None = None
-        self.heldout_groups: list[str] = []
+        self.plan = None  # mlir.data.splits.GroupSplit when data.split is set
         self._train_sampler = None
         self._pending_state: dict | None = None
 
     # ------------------------------------------------------------------ setup
     def prepare_corpora(self) -> None:
-        """Read, check languages, split by group, restrict languages (no tokenisation)."""
+        """Read, check languages, split train / dev / test by group (no tokenisation)."""
         if self.train_corpus is not None:
             return
         full = self.corpus_fn()
+        check_negatives(full, self.num_negatives)
         for key, langs in (("data.train_langs", self.train_langs), ("data.eval_langs", self.eval_langs)):
             unknown = [lang for lang in langs or [] if lang not in full.langs]
             if unknown:
                 raise ConfigError(f"languages {unknown} are not in the data (it has {full.langs})", where=key)
+        langs = self.train_langs or full.langs
         if self.split:
-            from mlir.data.splits import split_by_group
+            from mlir.data.splits import plan_from_config, split_corpus
 
-            train, held = split_by_group(full, **self.split)
-            self.heldout_groups = (
-                sorted({held.groups[g] for g in np.unique(held.group_idx)}) if len(held) else []
-            )
+            self.plan = plan_from_config(full.groups, self.split)
+            train, dev = split_corpus(full, self.plan, langs)
         else:
-            train, held = full, None
-        langs = self.train_langs or train.langs
-        self.train_corpus = train.select(train.rows_in_langs(langs), name=f"{full.name}-train")
-        if held is not None and len(held):
-            self.val_corpus = held.select(held.rows_in_langs(langs), name=f"{full.name}-val")
+            train, dev = full.select(full.rows_in_langs(langs)), None
+        self.train_corpus = train
+        self.val_corpus = dev
         log.info(
-            "train corpus: %d rows, %d ids, langs %s; held-out groups: %d",
+            "train corpus: %d rows, %d ids, langs %s; groups train/dev/test: %s",
             len(self.train_corpus),
             self.train_corpus.num_ids,
             self.train_corpus.langs,
-            len(self.heldout_groups),
+            "/".join(str(len(self.plan.part(p))) for p in ("train", "dev", "test"))
+            if self.plan
+            else "all/0/0",
         )
 
     def setup(self, stage: str | None = None) -> None:
@@ -228,9 +244,24 @@ class RetrievalDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader | list:
         if self._val_ds is None:
             return []
-        # validation: a fixed set of batches (same seed every time) from held-out groups
-        sampler = self.make_sampler(self.val_corpus, self.seed + 1_000_003, steps_per_epoch=self.val_batches)
-        return self._loader(self._val_ds, sampler)
+        return self._loader(self._val_ds, self.val_sampler())
+
+    def val_sampler(self) -> FixedBatches:
+        """The validation batches: dev groups only, and the same for every arm of a study.
+
+        Why fixed: checkpoint selection and early stopping compare arms, so their criterion must not
+        depend on the arm. Half the batches are X-X-mono and half X-Y (one more X-Y when odd), drawn
+        once with ``VAL_SEED``, whatever ``sampler.alpha``, its schedule, ``seed`` or the epoch are.
+        """
+        fixed = dict(schedule="constant", alpha_start=None, alpha_end=None, total_steps=None)
+        n_mono = self.val_batches // 2
+        batches = []
+        for alpha, n in ((1.0, n_mono), (0.0, self.val_batches - n_mono)):
+            if n:
+                batches += list(
+                    self.make_sampler(self.val_corpus, VAL_SEED, steps_per_epoch=n, alpha=alpha, **fixed)
+                )
+        return FixedBatches(batches)
 
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict[str, Any]:

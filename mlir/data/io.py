@@ -34,6 +34,8 @@ def is_gzip(path: str | os.PathLike) -> bool:
 def _require_file(path: str | os.PathLike) -> Path:
     p = Path(path)
     if not p.is_file():
+        if p.is_dir():
+            raise DataError("is a directory, expected a file", where=str(p))
         raise DataError("file not found" if not p.exists() else "not a regular file", where=str(p))
     return p
 
@@ -160,8 +162,12 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def verify_sha256(path: str | os.PathLike, expected: str | None) -> None:
-    """Raise :class:`DataError` naming the file if its sha256 is not ``expected`` (None: no check)."""
+def verify_sha256(path: str | os.PathLike, expected: str | None, *, advice: str = "re-download it") -> None:
+    """Raise :class:`DataError` naming the file if its sha256 is not ``expected`` (None: no check).
+
+    ``advice`` ends the message: what the user should do depends on the caller (a download that was
+    refused needs other advice than a file already on disk).
+    """
     if not expected:
         return
     _require_file(path)
@@ -169,7 +175,7 @@ def verify_sha256(path: str | os.PathLike, expected: str | None) -> None:
     if actual.lower() != expected.strip().lower():
         raise DataError(
             f"sha256 mismatch: expected {expected.strip().lower()}, got {actual}; the file is corrupt, "
-            "incomplete or a different version — re-download it",
+            f"incomplete or a different version — {advice}",
             where=str(path),
         )
 

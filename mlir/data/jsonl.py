@@ -9,6 +9,11 @@ Line format (UTF-8, optionally gzip)::
 missing group defaults to the id, so translations of one question always fall on the same side of a
 split. Unknown extra fields are ignored.
 
+Language codes are brought to BCP-47 case (:func:`normalize_lang`: ``EN`` -> ``en``,
+``zh-hans-cn`` -> ``zh-Hans-CN``; separators are kept, ``pt_br`` -> ``pt_BR``), so rows written as
+``EN`` and ``en`` are one language, not two; ``corpus.meta["langs_renamed"]`` lists what changed.
+Config language lists are compared with the normalised codes.
+
 Why one pass that writes Arrow: the training corpora reach tens of millions of lines, so nothing may
 be held as Python strings. The file is read once, line by line: every line is validated (errors name
 ``path:line``) and appended in small batches to an Arrow stream file in the cache directory, which
@@ -19,9 +24,12 @@ a 64-bit hash and a line number per row (12 bytes/row), not the strings.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import logging
 import os
+import re
 from array import array
 from pathlib import Path
 
@@ -31,12 +39,46 @@ import pyarrow.compute as pc
 
 from mlir.data.corpus import ParallelCorpus, corpus_features
 from mlir.data.io import atomic_path, iter_jsonl
-from mlir.errors import DataError
+from mlir.errors import ConfigError, DataError
 from mlir.paths import default_cache_dir
 
+log = logging.getLogger(__name__)
 REQUIRED = ("id", "lang", "query", "positive")
-_FORMAT_VERSION = "jsonl-arrow-1"  # bump when the cached layout or the validation rules change
+_FORMAT_VERSION = "jsonl-arrow-2"  # bump when the cached layout or the validation rules change
 _BATCH_ROWS = 8192
+_LANG_SEP = re.compile(r"([-_])")
+
+
+@functools.lru_cache(maxsize=4096)
+def normalize_lang(code: str) -> str:
+    """BCP-47 letter case of a language tag: ``EN`` -> ``en``, ``zh-hans-cn`` -> ``zh-Hans-CN``.
+
+    Why: language codes are compared as strings (train/eval language lists, per-language batches), and
+    ``EN``/``en`` in one file would otherwise be two languages. Case only (RFC 5646 2.1.1): the
+    language subtag lower case, a 4-letter script Title case, a 2-letter or 3-digit region upper case,
+    everything else (and everything after a singleton such as ``x-``) lower case; ``-`` and ``_``
+    both separate subtags and are kept as written.
+    """
+    parts = _LANG_SEP.split(code)
+    out = []
+    lower_rest = False
+    for i, tok in enumerate(parts):
+        if i % 2:  # a separator
+            out.append(tok)
+            continue
+        if i == 0 or lower_rest or not tok.isascii():
+            lower_rest = lower_rest or len(tok) == 1
+            out.append(tok.lower())
+        elif len(tok) == 1:  # singleton: an extension or private use follows
+            lower_rest = True
+            out.append(tok.lower())
+        elif len(tok) == 4 and tok.isalpha():
+            out.append(tok.title())
+        elif (len(tok) == 2 and tok.isalpha()) or (len(tok) == 3 and tok.isdigit()):
+            out.append(tok.upper())
+        else:
+            out.append(tok.lower())
+    return "".join(out)
 
 
 def _key_field(obj: dict, field: str, where: str) -> str:
@@ -63,7 +105,8 @@ def _text_field(obj: dict, field: str, where: str) -> str:
 def validate_record(obj: dict, where: str) -> tuple[str, str, str, str, list[str], str]:
     """Check one parsed line; return ``(id, lang, query, positive, negatives, group)``.
 
-    Raises :class:`DataError` at ``where`` for a missing required field, a wrong type or an empty text.
+    ``lang`` comes back in BCP-47 case (:func:`normalize_lang`). Raises :class:`DataError` at
+    ``where`` for a missing required field, a wrong type or an empty text.
     """
     missing = [f for f in REQUIRED if obj.get(f) is None]
     if missing:
@@ -85,7 +128,7 @@ def validate_record(obj: dict, where: str) -> tuple[str, str, str, str, list[str
         if not isinstance(n, str) or _blank(n):
             raise DataError(f"negatives[{i}] must be a non-empty string", where=where)
     group = pid if obj.get("group") is None else _key_field(obj, "group", where)
-    return pid, lang, query, positive, negs, group
+    return pid, normalize_lang(lang), query, positive, negs, group
 
 
 def _blank(s: str) -> bool:
@@ -117,7 +160,7 @@ def _fast_record(obj: dict) -> tuple | None:
         group = pid
     elif type(group) is not str or _blank(group):
         return None
-    return pid, lang, query, pos, negs, group
+    return pid, normalize_lang(lang), query, pos, negs, group
 
 
 def _cache_key(path: Path) -> str:
@@ -144,14 +187,22 @@ def _first_duplicate(path: Path, hashes: array, lines: array) -> None:
     later, earlier = later[by_later], earlier[by_later]
     wanted = set(later.tolist()) | set(earlier.tolist())
     keys: dict[int, tuple[str, str]] = {}
+    raw: dict[int, str] = {}
     for lineno, obj in iter_jsonl(path):
         if lineno in wanted:
-            keys[lineno] = (str(obj["id"]), obj["lang"])
+            keys[lineno] = (str(obj["id"]), normalize_lang(obj["lang"]))
+            raw[lineno] = obj["lang"]
     for a, b in zip(earlier.tolist(), later.tolist()):
         if keys.get(a) == keys.get(b):
             pid, lang = keys[b]
+            case = (
+                f" (language codes are compared in BCP-47 case: {raw[a]!r} and {raw[b]!r} are both {lang!r})"
+                if raw[a] != raw[b]
+                else ""
+            )
             raise DataError(
-                f"duplicate (id, lang) = ({pid!r}, {lang!r}); first seen on line {a}", where=f"{path}:{b}"
+                f"duplicate (id, lang) = ({pid!r}, {lang!r}); first seen on line {a}{case}",
+                where=f"{path}:{b}",
             )
 
 
@@ -161,6 +212,7 @@ def _write_arrow(path: Path, out: Path) -> dict:
     cols: dict[str, list] = {c: [] for c in schema.names}
     hashes, lines = array("q"), array("q")
     n_rows = 0
+    renamed: dict[str, str] = {}
 
     def flush(writer) -> None:
         if cols["id"]:
@@ -176,6 +228,8 @@ def _write_arrow(path: Path, out: Path) -> dict:
         appenders = [cols[c].append for c in schema.names]
         for lineno, obj in iter_jsonl(path):
             row = _fast_record(obj) or validate_record(obj, where=f"{path}:{lineno}")
+            if row[1] != obj["lang"] and len(renamed) < 100:
+                renamed.setdefault(obj["lang"], row[1])
             for append, v in zip(appenders, row):
                 append(v)
             hashes.append(hash((row[0], row[1])))
@@ -187,7 +241,7 @@ def _write_arrow(path: Path, out: Path) -> dict:
     if n_rows == 0:
         raise DataError("no records (the file is empty)", where=str(path))
     _first_duplicate(path, hashes, lines)
-    return {"source": str(path), "rows": n_rows}
+    return {"source": str(path), "rows": n_rows, "langs_renamed": dict(sorted(renamed.items()))}
 
 
 def _describe(table: pa.Table, meta: dict) -> dict:
@@ -223,6 +277,14 @@ def read_jsonl(
     import datasets
 
     path = Path(path)
+    if path.is_dir():
+        found = sorted(p.name for p in path.iterdir() if p.name.endswith((".jsonl", ".jsonl.gz")))[:3]
+        hint = f" (it contains {', '.join(found)})" if found else ""
+        raise DataError(
+            f"is a directory, expected a parallel JSON-lines file (.jsonl or .jsonl.gz) such as "
+            f"data.corpus.path={path / (found[0] if found else 'train.jsonl')}{hint}",
+            where=str(path),
+        )
     if not path.is_file():
         raise DataError("file not found", where=str(path))
     cache = Path(cache_dir) if cache_dir is not None else Path(default_cache_dir()) / "jsonl"
@@ -242,4 +304,25 @@ def read_jsonl(
     ds = datasets.Dataset.from_file(str(arrow_file))
     corpus = ParallelCorpus.from_dataset(ds, name=name or stem)
     corpus.meta.update(meta)
+    if meta.get("langs_renamed"):
+        log.info("%s: language codes normalised to BCP-47 case: %s", path, meta["langs_renamed"])
     return corpus
+
+
+def check_negatives(corpus: ParallelCorpus, num_negatives: int) -> None:
+    """Refuse ``data.num_negatives > 0`` when no row of ``corpus`` has ``negatives``.
+
+    Why: the tokeniser takes *up to* ``num_negatives`` per row, so a corpus without any would train
+    without hard negatives and without a word. The reader cannot see the config, hence a separate
+    check for the data module to call.
+    """
+    if int(num_negatives) <= 0:
+        return
+    table = corpus.table.data.table if hasattr(corpus.table.data, "table") else corpus.table.data
+    longest = pc.max(pc.list_value_length(table.column("negatives"))).as_py() if len(table) else None
+    if not longest:
+        raise ConfigError(
+            f"is {int(num_negatives)} but no row of corpus '{corpus.name}' has 'negatives'; set "
+            "data.num_negatives=0 or add a 'negatives' list of texts to the rows",
+            where="data.num_negatives",
+        )

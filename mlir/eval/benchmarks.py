@@ -23,9 +23,9 @@ relevant sentence per language (11 in XQuAD-R).
 :func:`mlir.data.mkqa.xquad_r_to_mkqa_records` and run through the MKQA protocol. Its report keys carry
 the benchmark name (``xquad_r_mkqa``), never ``mkqa``.
 
-Every benchmark takes a language subset, a held-out *group* split (articles, chosen by
-:func:`mlir.data.splits.choose_eval_groups` -- what training's ``split_by_group`` uses -- with the same
-parameters as ``data.split``, so the held-out set is the one training never saw) and a seeded, parallel
+Every benchmark takes a language subset, a *group* split (articles, chosen by
+:func:`mlir.data.splits.plan_split` -- what training uses -- with the same parameters as ``data.split``,
+so its test part is the one training and checkpoint selection never saw) and a seeded, parallel
 query subsample (``max_queries_per_lang``).
 """
 
@@ -280,11 +280,11 @@ def _read_lareqa(cfg: BenchmarkConfig, langs: Sequence[str] | None):
     from mlir.data.xquad_r import read_xquad_r_candidates
 
     path = _require_path(cfg)
-    if cfg.type.startswith("xquad_r") and cfg.download:
-        from mlir.data.download import XQUAD_R_LANGS, ensure_xquad_r
+    if cfg.download:  # the pinned LAReQA files (commit + sha256) when the directory is xquad-r/ or mlqa-r/
+        from mlir.data.download import LAREQA_SHA256, ensure_lareqa
 
-        if path.name == "xquad-r":
-            ensure_xquad_r(path.parent, langs or XQUAD_R_LANGS)
+        if path.name in LAREQA_SHA256:
+            ensure_lareqa(path.name, path, langs)
     return read_xquad_r_candidates(path, langs)
 
 
@@ -300,20 +300,20 @@ def _read_mkqa(cfg: BenchmarkConfig):
 
 
 def _eval_groups(cfg: BenchmarkConfig, groups: Sequence[str]) -> list[str]:
-    """The groups to evaluate on: ``split.groups`` as given, else the data helper's held-out choice.
+    """The groups to evaluate on: ``split.groups`` as given, else one part of the training split.
 
-    :func:`mlir.data.splits.choose_eval_groups` is what ``split_by_group`` uses for training: it depends
-    only on the set of groups and ``(eval_fraction | n_eval_groups, seed)``, so the same ``split``
-    values as ``data.split`` give exactly the articles training held out. ``split.part: train`` evaluates
-    on the training articles instead (to measure fit).
+    :func:`mlir.data.splits.plan_split` is what training uses: it depends only on the set of groups and
+    the split keys, so the same ``split`` values as ``data.split`` give exactly the test articles of that
+    run (``split.part: test``, the default), its dev articles (``dev``) or its training articles
+    (``train``, to measure fit).
     """
+    from mlir.data.splits import PARTS, plan_from_config
+
     where = f"benchmarks.{cfg.name}.split"
     split = dict(cfg.split or {})
-    part = split.pop("part", "heldout")
-    if part not in ("heldout", "train"):
-        raise ConfigError(f"must be 'heldout' or 'train', got {part!r}", where=f"{where}.part")
-    split.pop("train_langs", None)  # language filters of split_by_group do not change the groups
-    split.pop("eval_langs", None)
+    part = split.pop("part", "test")
+    if part not in PARTS:
+        raise ConfigError(f"must be one of {list(PARTS)}, got {part!r}", where=f"{where}.part")
     if "groups" in split:
         held = [str(g) for g in split.pop("groups")]
         unknown = sorted(set(held) - set(groups))
@@ -321,16 +321,8 @@ def _eval_groups(cfg: BenchmarkConfig, groups: Sequence[str]) -> list[str]:
             raise ConfigError(
                 f"unknown group(s) {unknown[:5]} (known e.g. {sorted(groups)[:3]})", where=f"{where}.groups"
             )
-    else:
-        from mlir.data.splits import choose_eval_groups
-
-        bad = sorted(set(split) - {"eval_fraction", "n_eval_groups", "seed"})
-        if bad:
-            raise ConfigError(f"unknown key(s) {bad}", where=where)
-        held = choose_eval_groups(
-            groups, split.get("eval_fraction"), split.get("n_eval_groups"), int(split.get("seed", 0))
-        )
-    return sorted(held) if part == "heldout" else sorted(set(groups) - set(held))
+        return sorted(held) if part == "test" else sorted(set(groups) - set(held))
+    return plan_from_config(groups, split, where=where).part(part)
 
 
 def load_benchmark(name: str, cfg: Mapping[str, Any] | BenchmarkConfig, seed: int | None = None) -> Benchmark:

@@ -1,7 +1,7 @@
 """Per-query metrics next to ``metrics.json``: what paired significance tests between runs need.
 
-Why a separate file: ``metrics.json`` holds means, and two runs can only be compared *per query* (the
-paired bootstrap / sign-flip tests of :mod:`mlir.report`) from every query's own score. XQuAD-R held
+Why a separate file: ``metrics.json`` holds means, and the study's tests (:mod:`mlir.study.stats`)
+pair runs *per question* (hybrid minus baseline on the same question) from every query's own score. XQuAD-R held
 out is ~35k (query, view) rows per benchmark with the cross pairs, so the file is a compressed,
 columnar ``.npz`` (no pickle: loads with ``allow_pickle=False``).
 

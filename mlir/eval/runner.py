@@ -10,7 +10,9 @@ Keys (``{benchmark}`` is the configured name, e.g. ``xquad_r``, ``mkqa``, ``xqua
   every metric they share; ``{benchmark}/avg/ndcg@10`` is the default checkpoint/early-stopping monitor.
 * ``{benchmark}/multi/rank_distance[/{lang}]``: language bias in the multilingual pool (see
   :func:`mlir.eval.tasks.language_rank_distance`), averaged over a language's queries with at least two
-  languages' relevant documents, then over languages.
+  languages' relevant documents, then over languages. ``{benchmark}/multi/rank_distance_queries`` and
+  ``.../rank_distance_undefined`` count the multi queries with a distance and those left out (their
+  relevant documents are in fewer than two languages of the pool; MLQA-R questions exist in 2 to 4).
 
 ``metric`` is one of the names :func:`mlir.eval.metrics.compute_metrics` returns (``ndcg@10``, ``map``,
 ``recall@1/5/10/100``, ``mrr@10``). All of them come from the rank of *every* relevant document in the
@@ -151,6 +153,7 @@ def score_task(
     d_sl = dict(zip(task.langs, _slices([len(task.docs[x]) for x in task.langs])))
     out: dict[str, float] = {}
     counts: dict[str, dict[str, dict[str, int]]] = {}
+    bias_counts = [0, 0]  # multi queries with a rank distance, and without (fewer than 2 languages)
 
     def record(
         setting: str, key: str, view: SettingQueries, per_query: dict[str, np.ndarray]
@@ -160,6 +163,11 @@ def score_task(
             "dropped": view.dropped,
             "merged": view.merged,
         }
+        if "rank_distance" in per_query:  # queries whose relevant documents span < 2 languages: no distance
+            undefined = int(np.isnan(per_query["rank_distance"]).sum())
+            counts[setting][key]["rank_distance_undefined"] = undefined
+            bias_counts[0] += len(view.rows) - undefined
+            bias_counts[1] += undefined
         if collect is not None:
             d_lang = key.split("-", 1)[1] if setting == "cross" else ("*" if setting == "multi" else key)
             qids = [str(task.query_ids[i]) for i in view.qids]
@@ -225,6 +233,9 @@ def score_task(
     shared = set.intersection(*(set(m) for m in macro.values())) if macro else set()
     for metric in sorted(shared - {"rank_distance"}):
         out[f"{name}/avg/{metric}"] = _mean(np.array([macro[s][metric] for s in macro]))
+    if sum(bias_counts):
+        out[f"{name}/multi/rank_distance_queries"] = float(bias_counts[0])
+        out[f"{name}/multi/rank_distance_undefined"] = float(bias_counts[1])
     return {k: v for k, v in out.items() if not np.isnan(v)}, counts
 
 

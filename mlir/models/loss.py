@@ -24,7 +24,9 @@ class InfoNCELoss(nn.Module):
         gather_across_devices: use all ranks' passages (and queries, if symmetric) as negatives.
     """
 
-    def __init__(self, temperature: float = 0.05, symmetric: bool = False, gather_across_devices: bool = True):
+    def __init__(
+        self, temperature: float = 0.05, symmetric: bool = False, gather_across_devices: bool = True
+    ):
         super().__init__()
         if not float(temperature) > 0:
             raise ConfigError(f"must be > 0, got {temperature}", where="model.loss.temperature")

@@ -56,7 +56,12 @@ class RetrieverModule(L.LightningModule):
         warmup_steps: int | None = None,
         scheduler: str = "linear",
         nan_policy: str = "skip",
-        weight_decay_exclude: tuple[str, ...] = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight"),
+        weight_decay_exclude: tuple[str, ...] = (
+            "bias",
+            "LayerNorm.weight",
+            "layer_norm.weight",
+            "norm.weight",
+        ),
         compile: bool = False,
         grad_cache: Mapping[str, Any] | None = None,
     ):
@@ -82,7 +87,9 @@ class RetrieverModule(L.LightningModule):
         grad_cache = gc  # plain dict in the saved hparams: checkpoints stay loadable with weights_only=True
         unknown = sorted(set(gc) - set(_GRAD_CACHE_KEYS))
         if unknown:
-            raise ConfigError(f"unknown keys {unknown} (known: {list(_GRAD_CACHE_KEYS)})", where="model.grad_cache")
+            raise ConfigError(
+                f"unknown keys {unknown} (known: {list(_GRAD_CACHE_KEYS)})", where="model.grad_cache"
+            )
         self.grad_cache: GradCache | None = None
         if gc.get("chunk_size") is not None:
             self.grad_cache = GradCache(
@@ -96,7 +103,8 @@ class RetrieverModule(L.LightningModule):
         self.grad_clip_algorithm: str = str(gc.get("clip_algorithm") or "norm")
         if self.grad_clip_algorithm not in ("norm", "value"):
             raise ConfigError(
-                f"must be 'norm' or 'value', got '{self.grad_clip_algorithm}'", where="model.grad_cache.clip_algorithm"
+                f"must be 'norm' or 'value', got '{self.grad_clip_algorithm}'",
+                where="model.grad_cache.clip_algorithm",
             )
         self.save_hyperparameters(ignore=["encoder", "loss", "optimizer"])
 
@@ -126,7 +134,9 @@ class RetrieverModule(L.LightningModule):
                     where="model.grad_cache.clip",
                 )
             self.grad_clip = float(clip)
-            self.grad_clip_algorithm = str(trainer_cfg.get("gradient_clip_algorithm") or self.grad_clip_algorithm)
+            self.grad_clip_algorithm = str(
+                trainer_cfg.get("gradient_clip_algorithm") or self.grad_clip_algorithm
+            )
         return {"gradient_clip_val": None}
 
     # ----------------------------------------------------------------- steps
@@ -157,13 +167,19 @@ class RetrieverModule(L.LightningModule):
     def _non_finite(self, loss: torch.Tensor, batch: dict[str, Any]) -> None:
         """The NaN policy: raise (``stop``) or count and log a skipped step (``skip``)."""
         if self.nan_policy == "stop":
-            value = f"{loss.item()}" if not torch.isfinite(loss) else f"{loss.item()} here, non-finite on another rank"
+            value = (
+                f"{loss.item()}"
+                if not torch.isfinite(loss)
+                else f"{loss.item()} here, non-finite on another rank"
+            )
             raise FloatingPointError(
                 f"non-finite training loss ({value}) at global step {self.global_step}; "
                 "the last good checkpoint is kept (set model.nan_policy=skip to skip such steps)"
             )
         self.skipped_steps += 1
-        self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, batch_size=len(batch["q_ids"]))
+        self.log(
+            "train/skipped_steps", float(self.skipped_steps), on_step=True, batch_size=len(batch["q_ids"])
+        )
 
     def _grad_cache_step(self, batch: dict[str, Any]) -> torch.Tensor | None:
         """GradCache under manual optimisation: embed, loss, chunked backward, clip, step, schedule."""
@@ -201,7 +217,9 @@ class RetrieverModule(L.LightningModule):
     def _log_train(self, loss: torch.Tensor, stats: dict[str, torch.Tensor], batch: dict[str, Any]) -> None:
         n = len(batch["q_ids"])
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n, sync_dist=True)
-        self.log("train/accuracy", stats["accuracy"], on_step=True, on_epoch=True, batch_size=n, sync_dist=True)
+        self.log(
+            "train/accuracy", stats["accuracy"], on_step=True, on_epoch=True, batch_size=n, sync_dist=True
+        )
         self.log("train/is_mono", float(batch.get("kind") == "mono"), on_step=True, batch_size=n)
         if "alpha" in batch:
             self.log("train/alpha", float(batch["alpha"]), on_step=True, batch_size=n)
@@ -224,7 +242,10 @@ class RetrieverModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # plain ints/dicts: loadable with weights_only=True; counters survive a resume
-        checkpoint["mlir_counters"] = {"skipped_steps": int(self.skipped_steps), "pair_counts": dict(self.pair_counts)}
+        checkpoint["mlir_counters"] = {
+            "skipped_steps": int(self.skipped_steps),
+            "pair_counts": dict(self.pair_counts),
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         counters = checkpoint.get("mlir_counters") or {}
@@ -244,11 +265,19 @@ class RetrieverModule(L.LightningModule):
         # fused CUDA AdamW, except under fp16 AMP: its GradScaler unscales inside a fused step, which
         # Lightning (rightly) refuses to combine with gradient clipping; bf16 has no scaler
         scaler = getattr(getattr(self._trainer, "precision_plugin", None), "scaler", None)
-        if self.device.type == "cuda" and getattr(factory, "func", factory) is torch.optim.AdamW and scaler is None:
+        if (
+            self.device.type == "cuda"
+            and getattr(factory, "func", factory) is torch.optim.AdamW
+            and scaler is None
+        ):
             extra["fused"] = True
         optimizer = factory(groups, **extra)
         total = max(int(self.trainer.estimated_stepping_batches), 1) if self.trainer else 1
-        warmup = int(self.warmup_steps) if self.warmup_steps is not None else int(math.ceil(self.warmup_ratio * total))
+        warmup = (
+            int(self.warmup_steps)
+            if self.warmup_steps is not None
+            else int(math.ceil(self.warmup_ratio * total))
+        )
         kind = self.scheduler_kind
 
         def lr_lambda(step: int) -> float:

@@ -23,7 +23,11 @@ _CORPUS = [
 
 
 def build_tiny_model(
-    out_dir: str | os.PathLike, hidden_size: int = 32, num_layers: int = 2, vocab_size: int = 600, seed: int = 0
+    out_dir: str | os.PathLike,
+    hidden_size: int = 32,
+    num_layers: int = 2,
+    vocab_size: int = 600,
+    seed: int = 0,
 ) -> Path:
     """Write a random ``BertModel`` and a fast tokenizer to ``out_dir`` (atomically) and return it."""
     import torch
@@ -48,7 +52,9 @@ def build_tiny_model(
     tok.train_from_iterator(_CORPUS, trainer=trainer)
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
     )
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
