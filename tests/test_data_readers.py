@@ -17,8 +17,8 @@ import pytest
 from mlir.data import download
 from mlir.data.io import write_jsonl
 from mlir.data.jsonl import read_jsonl
-from mlir.data.mkqa import mkqa_from_records, read_mkqa, xquad_r_to_mkqa_records
-from mlir.data.xquad_r import XQUAD_R_LANGS, read_xquad_r, read_xquad_r_candidates
+from mlir.data.mkqa import mkqa_from_records, read_mkqa
+from mlir.data.xquad_r import XQUAD_R_LANGS, read_xquad_r, read_xquad_r_candidates, xquad_r_to_mkqa_records
 from mlir.errors import ConfigError, DataError, MlirError
 
 # ------------------------------------------------------------------------------------ XQuAD-R (real)

@@ -11,20 +11,21 @@ many with none (``type`` ``unanswerable`` or ``long_answer``, ``text`` null); th
 language and counted in :attr:`MkqaData.dropped`, so a report can say how many were evaluated.
 Individual answer entries whose text is null are dropped from a list that has other answers.
 
-:func:`xquad_r_to_mkqa_records` turns XQuAD-R into records of the same format, so one evaluation path
-serves both.
+Other parallel QA sets give records of the same format (:func:`mlir.data.xquad_r.xquad_r_to_mkqa_records`,
+re-exported here for older imports), so one evaluation path serves them all.
 """
 
 from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlir.data.download import MKQA_SHA256, MKQA_URL, download_mkqa
 from mlir.data.io import iter_jsonl, verify_sha256
+from mlir.data.xquad_r import xquad_r_to_mkqa_records
 from mlir.errors import ConfigError, DataError
 
 __all__ = [
@@ -248,49 +249,3 @@ def read_mkqa(
     verify_sha256(path, sha256)
     records = ((f"{path}:{lineno}", obj) for lineno, obj in iter_jsonl(path))
     return mkqa_from_records(records, langs=langs, source=str(path))
-
-
-def xquad_r_to_mkqa_records(
-    xquad,
-    langs: Sequence[str] | None = None,
-    *,
-    lang_map: Mapping[str, str] | None = None,
-    query_lang: str = "en",
-    answer_type: str = "short_phrase",
-) -> list[dict]:
-    """XQuAD-R (an :class:`~mlir.data.xquad_r.XquadR` or its directory) as official-format MKQA records.
-
-    One record per question id: ``example_id`` = the question id, ``query`` = the ``query_lang``
-    question (else the first language's), ``queries[lang]`` the question in each language that has it,
-    ``answers[lang]`` one ``{"type": answer_type, "text": t, "aliases": []}`` per distinct answer text.
-    Language codes are XQuAD-R's unless ``lang_map`` renames them (e.g. ``{"zh": "zh_cn"}`` to match
-    MKQA's code for Simplified Chinese).
-    """
-    from mlir.data.xquad_r import XquadR, read_xquad_r_candidates
-
-    data = xquad if isinstance(xquad, XquadR) else read_xquad_r_candidates(xquad, langs)
-    use = list(langs) if langs is not None else list(data.langs)
-    missing = [lang for lang in use if lang not in data.by_lang]
-    if missing:
-        raise ConfigError(f"language(s) {missing} not loaded; have {data.langs}", where="langs")
-    rename = dict(lang_map or {})
-    index = {lang: {qid: i for i, qid in enumerate(data[lang].ids)} for lang in use}
-    records = []
-    for qid in data.ids():
-        queries, answers = {}, {}
-        for lang in use:
-            i = index[lang].get(qid)
-            if i is None:
-                continue
-            d = data[lang]
-            key = rename.get(lang, lang)
-            queries[key] = d.questions[i]
-            answers[key] = [
-                {"type": answer_type, "text": t, "aliases": []} for t in dict.fromkeys(d.answers[i]) if t
-            ]
-        if not queries:
-            continue
-        q_key = rename.get(query_lang, query_lang)
-        query = queries.get(q_key, next(iter(queries.values())))
-        records.append({"example_id": qid, "query": query, "queries": queries, "answers": answers})
-    return records

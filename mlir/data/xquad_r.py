@@ -1,12 +1,14 @@
 """XQuAD-R / MLQA-R (LAReQA): SQuAD-format JSON with sentence breaks, one file per language.
 
-Two views of the same parse:
+Three views of the same parse:
 
 * :func:`read_xquad_r` -> :class:`ParallelCorpus` for training: one row per (question, language),
   positive = the sentence that contains the answer start (or the whole paragraph).
 * :func:`read_xquad_r_candidates` -> :class:`XquadR` for LAReQA evaluation: per language, the
   candidate pool (*every* sentence of every paragraph) and, per question, the index of its relevant
-  candidate in that language, plus the answer texts (used by the MKQA-format adapter).
+  candidate in that language, plus the answer texts;
+* :func:`xquad_r_to_mkqa_records` -> MKQA-format records (question -> its answer texts per language),
+  so the MKQA protocol can be run on the same questions (benchmark type ``xquad_r_mkqa``).
 
 Group key (so splits never leak an article): the article's title in the reference language
 (``en.json`` when the directory has it, read for titles even if English is not requested; else the
@@ -39,7 +41,7 @@ import bisect
 import difflib
 import os
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -506,3 +508,47 @@ def read_xquad_r(
     if positive not in ("sentence", "paragraph"):
         raise ConfigError(f"positive must be 'sentence' or 'paragraph', got {positive!r}", where="positive")
     return read_xquad_r_candidates(directory, langs, strict=strict).to_corpus(positive=positive, name=name)
+
+
+def xquad_r_to_mkqa_records(
+    xquad: XquadR | str | os.PathLike,
+    langs: Sequence[str] | None = None,
+    *,
+    lang_map: Mapping[str, str] | None = None,
+    query_lang: str = "en",
+    answer_type: str = "short_phrase",
+) -> list[dict]:
+    """XQuAD-R (an :class:`XquadR` or its directory) as official-format MKQA records.
+
+    One record per question id: ``example_id`` = the question id, ``query`` = the ``query_lang``
+    question (else the first language's), ``queries[lang]`` the question in each language that has it,
+    ``answers[lang]`` one ``{"type": answer_type, "text": t, "aliases": []}`` per distinct answer text.
+    Language codes are XQuAD-R's unless ``lang_map`` renames them (e.g. ``{"zh": "zh_cn"}`` to match
+    MKQA's code for Simplified Chinese).
+    """
+    data = xquad if isinstance(xquad, XquadR) else read_xquad_r_candidates(xquad, langs)
+    use = list(langs) if langs is not None else list(data.langs)
+    missing = [lang for lang in use if lang not in data.by_lang]
+    if missing:
+        raise ConfigError(f"language(s) {missing} not loaded; have {data.langs}", where="langs")
+    rename = dict(lang_map or {})
+    index = {lang: {qid: i for i, qid in enumerate(data[lang].ids)} for lang in use}
+    records = []
+    for qid in data.ids():
+        queries, answers = {}, {}
+        for lang in use:
+            i = index[lang].get(qid)
+            if i is None:
+                continue
+            d = data[lang]
+            key = rename.get(lang, lang)
+            queries[key] = d.questions[i]
+            answers[key] = [
+                {"type": answer_type, "text": t, "aliases": []} for t in dict.fromkeys(d.answers[i]) if t
+            ]
+        if not queries:
+            continue
+        q_key = rename.get(query_lang, query_lang)
+        query = queries.get(q_key, next(iter(queries.values())))
+        records.append({"example_id": qid, "query": query, "queries": queries, "answers": answers})
+    return records

@@ -1,0 +1,109 @@
+"""What one entry of ``eval.benchmarks`` says (``conf/benchmark/*.yaml``), checked once, before any data is read.
+
+The keys are the same for every benchmark type, so a config error is found before a download starts;
+the ``type`` must be registered (:mod:`mlir.eval.benchmarks.registry`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlir.errors import ConfigError
+from mlir.eval.benchmarks.registry import get_type
+from mlir.eval.tasks import SETTINGS
+
+CANDIDATE_MODES = {  # config value -> XquadRLang.candidate_texts mode
+    "sentence": "sentence",
+    "sentence_with_paragraph": "sentence_context",
+    "paragraph": "paragraph",
+}
+DEFAULT_KS = (1, 5, 10, 100)
+
+
+@dataclass
+class BenchmarkConfig:
+    """One entry of ``eval.benchmarks`` (``conf/benchmark/*.yaml``); see that folder for the fields."""
+
+    name: str
+    type: str
+    path: str | None = None
+    langs: list[str] | None = None
+    settings: list[str] = field(default_factory=lambda: list(SETTINGS))
+    candidates: str = "sentence"
+    candidate_sep: str = " "
+    cross: dict = field(default_factory=dict)
+    split: dict | None = None
+    max_queries_per_lang: int | None = None
+    seed: int = 0
+    ks: tuple[int, ...] = DEFAULT_KS
+    main_metric: str = "ndcg@10"
+    download: bool = True
+
+    @classmethod
+    def from_mapping(
+        cls, name: str, cfg: Mapping[str, Any] | None, seed: int | None = None
+    ) -> BenchmarkConfig:
+        cfg = plain(cfg or {})
+        where = f"benchmarks.{name}"
+        known = set(cls.__dataclass_fields__) - {"name"}
+        unknown = sorted(set(cfg) - known)
+        if unknown:
+            raise ConfigError(f"unknown key(s) {unknown}; known: {sorted(known)}", where=where)
+        kind = cfg.get("type", name)
+        get_type(kind, where=f"{where}.type")
+        if kind != "mkqa" and name == "mkqa":
+            raise ConfigError(
+                f"a '{kind}' benchmark must not be reported as 'mkqa'; name it after its source (e.g. {kind})",
+                where=where,
+            )
+        settings = cfg.get("settings") or list(SETTINGS)
+        if isinstance(settings, str):
+            settings = [settings]
+        bad = [s for s in settings if s not in SETTINGS]
+        if bad:
+            raise ConfigError(f"unknown setting(s) {bad}; use {list(SETTINGS)}", where=f"{where}.settings")
+        cross = cfg.get("cross") or {}
+        bad_cross = sorted(set(cross) - {"pairs", "source", "target", "pair_keys"})
+        if bad_cross:
+            raise ConfigError(f"unknown key(s) {bad_cross}", where=f"{where}.cross")
+        ks = tuple(int(k) for k in (cfg.get("ks") or DEFAULT_KS))
+        if 10 not in ks:
+            ks = tuple(sorted({*ks, 10}))
+        mq = cfg.get("max_queries_per_lang")
+        bench_seed = cfg.get("seed")
+        out = cls(
+            name=name,
+            type=kind,
+            path=cfg.get("path"),
+            langs=[str(x) for x in cfg["langs"]] if cfg.get("langs") else None,
+            settings=[s for s in SETTINGS if s in settings],
+            candidates=cfg.get("candidates", "sentence"),
+            candidate_sep=cfg.get("candidate_sep", " "),
+            cross=dict(cross),
+            split=dict(cfg["split"]) if cfg.get("split") else None,
+            max_queries_per_lang=int(mq) if mq is not None else None,
+            seed=int(bench_seed if bench_seed is not None else (seed if seed is not None else 0)),
+            ks=ks,
+            main_metric=cfg.get("main_metric", "ndcg@10"),
+            download=bool(cfg.get("download", True)),
+        )
+        if out.candidates not in CANDIDATE_MODES:
+            raise ConfigError(
+                f"unknown candidates {out.candidates!r}; use one of {sorted(CANDIDATE_MODES)}",
+                where=f"{where}.candidates",
+            )
+        return out
+
+
+def plain(cfg: Any) -> Any:
+    """A plain dict / list from an OmegaConf node (resolved), so Hydra and Python callers look alike."""
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+
+        if isinstance(cfg, (DictConfig, ListConfig)):
+            return OmegaConf.to_container(cfg, resolve=True)
+    except ImportError:  # pragma: no cover
+        pass
+    return dict(cfg) if isinstance(cfg, Mapping) else cfg
