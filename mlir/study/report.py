@@ -212,8 +212,9 @@ def build_report(
     wanted = expected if expected is not None else sorted(set(BASELINES.values()))
     h_alpha, h_choice = choose_hybrid(arms, spec)
     designs, questions = {}, {}
+    in_design = [r for r in usable if r.trained or r.fold in folds or not folds]  # untrained: its folds only
     for b in names:
-        sets = qid_sets_by_fold(usable, b)
+        sets = qid_sets_by_fold(in_design, b)
         designs[b] = stats.detect_design(list(sets.values()) if by_fold else [set().union(*sets.values())])
         questions[b] = len(set().union(*sets.values())) if sets else 0
     rep = SweepReport(
