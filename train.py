@@ -4,7 +4,8 @@ import hydra
 from omegaconf import DictConfig
 
 import mlir.config  # noqa: F401  (OmegaConf resolvers used by conf/)
-from mlir.train import optimized_value, run_main, train
+from mlir.cli import run_main
+from mlir.train import optimized_value, train
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from omegaconf import OmegaConf
 
@@ -39,28 +40,22 @@ from mlir.utils.launchers import register_launcher_schemas  # noqa: E402
 register_launcher_schemas()  # conf/hydra/launcher/submitit_slurm.yaml extends the plugin's schema
 
 
-def validate(cfg) -> None:
-    """Cheap checks of values that would otherwise fail late (after reading data or loading a model)."""
+def validate(cfg: Any) -> None:
+    """Cheap checks of values that would otherwise fail late (after reading data or loading a model).
+
+    Each key is checked by the same function the component that uses it calls (one validator per key).
+    """
     from mlir.errors import ConfigError
+    from mlir.sampling.options import positive_int
+    from mlir.sampling.schedule import check_probability
 
-    def prob(key: str) -> None:
-        node = cfg
-        for part in key.split("."):
-            node = node.get(part) if node is not None and hasattr(node, "get") else None
-        if node is None:
-            return
-        try:
-            ok = 0.0 <= float(node) <= 1.0
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise ConfigError(f"must be in [0, 1], got {node}", where=key)
-
-    for key in ("sampler.alpha", "sampler.alpha_start", "sampler.alpha_end"):
-        prob(key)
+    sampler = cfg.get("sampler") or {}
+    for key in ("alpha", "alpha_start", "alpha_end"):
+        if sampler.get(key) is not None:
+            check_probability(sampler.get(key), f"sampler.{key}")
     bs = cfg.get("data", {}).get("batch_size")
-    if bs is not None and (not isinstance(bs, int) or bs < 1):
-        raise ConfigError(f"must be a positive integer, got {bs}", where="data.batch_size")
+    if bs is not None:
+        positive_int(bs, "data.batch_size")
     clip = cfg.get("trainer", {}).get("gradient_clip_val")
     if clip is not None and float(clip) < 0:
         raise ConfigError(f"must be >= 0 (0 or null = off), got {clip}", where="trainer.gradient_clip_val")

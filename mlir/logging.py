@@ -4,6 +4,7 @@ W&B runs are organised for the alpha sweeps (docs/experiments.md): every job of 
 shares a W&B *group* (the sweep directory's name, or ``sweep_id``), is named after its alpha and seed,
 and is tagged with the sampler kind (``sampler:hybrid``/``xx_mono``/``xy``) and ``alpha=<value>``, so
 the W&B UI can group and filter by them. Offline runs can be read back with :func:`read_wandb_run`.
+Credentials never reach a log, a report or a run file: :func:`redact` is the one redaction.
 """
 
 from __future__ import annotations
@@ -168,13 +169,32 @@ def make_wandb_logger(
         return None
 
 
+#: ``key=value`` / ``key: value`` inside text (Hydra overrides, ``{api_key:x}`` dict syntax, lists)
+_KEY_VALUE = re.compile(r"(?P<key>[\w.\-+~@/]+)(?P<sep>\s*[=:]\s*)(?P<value>[^,{}\[\]\s]+)")
+
+
+def redact_text(text: str) -> str:
+    """Override text (``a.api_key=x``, ``a.settings={api_key:x}``, comma-joined lists) with the values of
+    credential keys replaced by ``***``."""
+
+    def sub(m: re.Match) -> str:
+        secret = _SECRET_KEY.search(m["key"].lstrip("+~"))
+        return f"{m['key']}{m['sep']}***" if secret else m[0]
+
+    return _KEY_VALUE.sub(sub, text)
+
+
 def redact(obj: Any) -> Any:
-    """Copy of a (nested) config dict with credential values replaced, for logs and reports."""
+    """Copy of a (nested) config with credential values replaced, for logs, reports and run files.
+
+    Values under credential keys become ``***``; strings are redacted as override text (Hydra's
+    ``overrides.yaml`` is a list of ``key=value`` strings), so one function serves both.
+    """
     if isinstance(obj, dict):
         return {k: ("***" if v and _SECRET_KEY.search(str(k)) else redact(v)) for k, v in obj.items()}
     if isinstance(obj, list):
         return [redact(v) for v in obj]
-    return obj
+    return redact_text(obj) if isinstance(obj, str) else obj
 
 
 # ------------------------------------------------------------------------------ offline run reading

@@ -3,21 +3,48 @@
     python -m mlir.preview_batches [train.py overrides] preview.batches=5 preview.world_size=2
 
 Only the corpus and the sampler are built (no model, no tokenisation), so it is instant; the
-sequence is exactly the one ``train.py`` with the same overrides and seed would consume.
+sampler is the DataModule's training sampler, built as ``train.py`` builds it, so the sequence is
+exactly the one ``train.py`` with the same overrides and seed would consume.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from typing import IO, Any
 
 import hydra
 
 from mlir.errors import ConfigError, exit_on_user_error, find_mlir_error
+from mlir.sampling.options import per_rank
 from mlir.show_split import compose_train_config
 
 
-def preview(overrides: list[str], out=sys.stdout) -> int:
+def preview_records(
+    sampler: Any, corpus: Any, n_batches: int, world_size: int | None = None
+) -> Iterator[dict[str, Any]]:
+    """The first ``n_batches`` global batches from the sampler's current epoch, as JSON-ready dicts.
+
+    Each record is ``{"step": i, "kind": "mono"|"cross", "pairs": [{"id", "q_lang", "p_lang", "rank"}]}``;
+    ``rank`` is the DDP rank whose slice holds the pair under ``world_size`` (default: the sampler's).
+    Parallel id strings come from ``corpus.texts("id", rows)`` when available, else the integer pid.
+    """
+    per = per_rank(sampler.batch_size, int(world_size) if world_size is not None else sampler.world_size)
+    codes = sampler.corpus_langs
+    texts = getattr(corpus, "texts", None)
+    spe = sampler.steps_per_epoch
+    for i in range(int(n_batches)):
+        gb = sampler.global_batch(sampler.epoch + i // spe, i % spe)
+        ids = texts("id", gb.q_rows) if texts is not None else [str(x) for x in gb.pids.tolist()]
+        pairs = [
+            {"id": str(pid), "q_lang": codes[q], "p_lang": codes[p], "rank": j // per}
+            for j, (pid, q, p) in enumerate(zip(ids, gb.q_lang.tolist(), gb.p_lang.tolist()))
+        ]
+        yield {"step": i, "kind": gb.kind, "pairs": pairs}
+
+
+def preview(overrides: list[str], out: IO[str] = sys.stdout) -> int:
     """Write the preview for ``overrides`` (train.py syntax plus ``preview.*``); returns #batches."""
     n_batches, world_size, rest = 5, 1, []
     for o in overrides:
@@ -33,22 +60,10 @@ def preview(overrides: list[str], out=sys.stdout) -> int:
     if world_size < 1:
         raise ConfigError("must be >= 1", where="preview.world_size")
     cfg = compose_train_config(rest)
-    sampler_factory = hydra.utils.instantiate(cfg.sampler)
-    dm = hydra.utils.instantiate(cfg.data, sampler=sampler_factory, encoder=None, seed=cfg.seed)
-    dm.prepare_corpora()
-    from mlir.sampling.hybrid import preview_records
-
-    total = (
-        int(cfg.trainer.max_steps) if cfg.trainer.get("max_steps", -1) and cfg.trainer.max_steps > 0 else None
+    dm = hydra.utils.instantiate(
+        cfg.data, sampler=hydra.utils.instantiate(cfg.sampler), encoder=None, seed=cfg.seed
     )
-    sampler = sampler_factory(
-        dm.train_corpus,
-        batch_size=dm.batch_size,
-        seed=cfg.seed,
-        world_size=world_size,
-        rank=0,
-        total_steps=total,
-    )
+    sampler = dm.train_sampler(cfg.trainer)
     count = 0
     for rec in preview_records(sampler, dm.train_corpus, n_batches, world_size):
         out.write(json.dumps(rec, ensure_ascii=False) + "\n")
@@ -58,8 +73,13 @@ def preview(overrides: list[str], out=sys.stdout) -> int:
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
+    """``python -m mlir.preview_batches``: the preview, or this module's doc for ``-h`` / ``--help``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in ("-h", "--help"):
+        print(__doc__)
+        return
     try:
-        preview(list(sys.argv[1:] if argv is None else argv))
+        preview(args)
     except Exception as e:
         user = find_mlir_error(e)
         if user is None:

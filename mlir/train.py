@@ -1,7 +1,8 @@
 """``train(cfg)``: build everything from the Hydra config, fit, evaluate the best checkpoint.
 
 Returns the metrics dict so that sweepers (and :mod:`mlir.report`) can optimise and aggregate it.
-The thin ``train.py`` at the repository root is the Hydra entry point.
+The thin ``train.py`` at the repository root is the Hydra entry point; its command-line handling
+(one-line errors, console, secret scrubbing) is :mod:`mlir.cli`.
 
 Reliability (docs/reliability.md): cheap config checks run before Lightning is even imported, and the
 data and a resume checkpoint are checked before any logger, trainer or tokeniser starts, so a user's
@@ -24,7 +25,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 import mlir.config  # noqa: F401  (registers resolvers)
-from mlir.errors import ConfigError, MlirError, find_mlir_error
+from mlir.errors import ConfigError
 from mlir.logging import redact, warn_once
 
 if TYPE_CHECKING:  # lightning is imported lazily: config errors must not wait ~10 s for it
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 
 def instantiate_callbacks(cfg: DictConfig | None) -> list[L.Callback]:
+    """Callbacks from config: every entry with a ``_target_``."""
     if not cfg:
         return []
     return [hydra.utils.instantiate(c) for c in cfg.values() if isinstance(c, DictConfig) and "_target_" in c]
@@ -102,21 +104,17 @@ def _latest_run_checkpoint(cfg: DictConfig, exclude: Path) -> Path | None:
 
 
 def check_data(datamodule: Any, cfg: DictConfig) -> None:
-    """Read the corpus and build the training sampler once, now.
+    """Read the corpus and build the training sampler, now; training later uses this same sampler.
 
     Unknown languages, a batch larger than a language's distinct ids, or an impossible alpha then fail
-    in one line before any logger, trainer or tokeniser starts (the DataModule caches the corpus).
+    in one line before any logger, trainer or tokeniser starts.
     """
-    if not hasattr(datamodule, "prepare_corpora"):
-        return
-    datamodule.prepare_corpora()
-    max_steps = cfg.trainer.get("max_steps") or -1
-    total = int(max_steps) if int(max_steps) > 0 else None
-    datamodule.make_sampler(datamodule.train_corpus, datamodule.seed, total_steps=total)
+    if hasattr(datamodule, "train_sampler"):
+        datamodule.train_sampler(cfg.trainer)
 
 
 def build(cfg: DictConfig, ckpt_path: str | None = None) -> tuple[Any, Any, Any]:
-    """Instantiate (module, datamodule, trainer) — also used by tests and the batch preview.
+    """Instantiate (module, datamodule, trainer) — also used by tests and bench/.
 
     The data (:func:`check_data`) and ``ckpt_path`` (must fit the model) are checked before the
     callbacks, loggers and trainer exist, so that bad input leaves no files behind.
@@ -226,12 +224,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     t_start = time.perf_counter()
     ckpt_path = preflight(cfg)
     import lightning as L
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from mlir.resume import PREEMPTED_EXIT_CODE
+    from mlir.cli import route_lightning_logs
 
-    _route_lightning_logs()
-
+    route_lightning_logs()
     L.seed_everything(cfg.seed, workers=True)
     module, datamodule, trainer = build(cfg, ckpt_path=ckpt_path)
     for lg in trainer.loggers:
@@ -240,175 +236,74 @@ def train(cfg: DictConfig) -> dict[str, float]:
     metrics: dict[str, float] = {}
     t_fit = time.perf_counter()
     if cfg.get("train", True):
-        try:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, **_fit_kwargs(trainer))
-        except SIGTERMException:  # mlir.resume.LastCheckpoint saved last.ckpt; no eval, no metrics.json
-            log.warning(
-                "stopped by SIGTERM at step %d; continue with: python train.py <same overrides> ckpt_path=last "
-                "hydra.run.dir=%s",
-                trainer.global_step,
-                cfg.paths.output_dir,
-            )
-            sys.exit(PREEMPTED_EXIT_CODE)
-        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1})
-        metrics.update(dev_selection(trainer))
-
+        metrics.update(fit(cfg, module, datamodule, trainer, ckpt_path))
     t_eval = time.perf_counter()
     if cfg.get("test", True):
-        best = (
-            getattr(trainer.checkpoint_callback, "best_model_path", "") if trainer.checkpoint_callback else ""
-        )
-        if best and Path(best).exists():
-            from mlir.checkpoint import load_module_weights
-
-            load_module_weights(module, best)
-            log.info("evaluating best checkpoint %s", best)
-        metrics.update(evaluate_module(cfg, module, trainer))
-        if metrics and trainer.is_global_zero:
-            for lg in trainer.loggers:
-                lg.log_metrics(
-                    {k: v for k, v in metrics.items() if k.startswith("eval/")}, step=trainer.global_step
-                )
-
+        metrics.update(evaluate_best(cfg, module, trainer))
     t_end = time.perf_counter()
-    wall = {"setup": t_fit - t_start, "fit": t_eval - t_fit, "eval": t_end - t_eval, "total": t_end - t_start}
     if trainer.is_global_zero:
-        out = Path(cfg.eval.get("output_file") or Path(cfg.paths.output_dir) / "metrics.json")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(out.suffix + ".tmp")
-        tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True))
-        os.replace(tmp, out)
-        log.info("metrics written to %s", out)
+        write_metrics(cfg, metrics)
+        wall = {
+            "setup": t_fit - t_start,
+            "fit": t_eval - t_fit,
+            "eval": t_end - t_eval,
+            "total": t_end - t_start,
+        }
         mark_finished(cfg, {"wall_s": {k: round(v, 2) for k, v in wall.items()}})
     return metrics
 
 
-def _quiet_console() -> None:
-    """Keep stderr for errors: Python warnings go to the app's log handlers (Hydra: stdout and
-    ``<run dir>/<task>.log``); model-loading progress bars are dropped when stderr is not a terminal
-    (CI, SLURM logs), where they are only noise. Lightning's records: :func:`_route_lightning_logs`.
-    """
-    if logging.getLogger().handlers:
-        logging.captureWarnings(True)
-    if not sys.stderr.isatty():
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        if "transformers" in sys.modules:
-            sys.modules["transformers"].utils.logging.disable_progress_bar()
+def fit(
+    cfg: DictConfig, module: Any, datamodule: Any, trainer: Any, ckpt_path: str | None
+) -> dict[str, float]:
+    """``trainer.fit``; returns the logged scalars and the dev selection. SIGTERM exits for a requeue."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+    from mlir.resume import PREEMPTED_EXIT_CODE
 
-def _route_lightning_logs() -> None:
-    """Send Lightning's records to the configured handlers instead of its own stderr handlers.
-
-    ``import lightning`` attaches stderr handlers (``INFO: ...``) to its loggers; once Hydra (or anyone)
-    has configured the root logger, they only duplicate its output and bury the one-line errors.
-    """
-    if not logging.getLogger().handlers:
-        return
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
-        lg = logging.getLogger(name)
-        for h in [h for h in lg.handlers if type(h) is logging.StreamHandler]:
-            lg.removeHandler(h)
-        lg.propagate = True
-
-
-def user_error(exc: BaseException) -> MlirError | None:
-    """The user-facing error behind ``exc``: an MlirError in its chain, a NaN stop, or a config error.
-
-    OmegaConf errors (a missing ``???`` value, a bad interpolation) and Lightning's
-    ``MisconfigurationException`` are configuration mistakes too; ``HYDRA_FULL_ERROR=1`` shows their
-    traceback instead (they can also come from a bug).
-    """
-    user = find_mlir_error(exc)
-    if user is not None:
-        return user
-    if isinstance(exc, FloatingPointError):
-        return MlirError(str(exc), where="training")
-    if os.environ.get("HYDRA_FULL_ERROR") == "1":
-        return None
-    from omegaconf.errors import OmegaConfBaseException
-
-    seen: set[int] = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, OmegaConfBaseException):
-            msg = str(getattr(e, "msg", None) or e).strip().splitlines()[0]
-            return ConfigError(msg, where=getattr(e, "full_key", None) or None)
-        if type(e).__name__ == "MisconfigurationException":
-            return ConfigError(str(e).strip().splitlines()[0], where="trainer")
-        e = e.__cause__ or e.__context__
-    return None
-
-
-_KEY_VALUE = re.compile(r"(?P<key>[\w.\-+~@/]+)(?P<sep>\s*[=:]\s*)(?P<value>[^,{}\[\]\s]+)")
-
-
-def _redact_override(text: str) -> str:
-    """Override text (``a.api_key=x``, ``a.settings={api_key:x}``, comma-joined lists) with the values of
-    credential keys replaced by ``***``."""
-    from mlir.logging import _SECRET_KEY
-
-    def sub(m: re.Match) -> str:
-        secret = _SECRET_KEY.search(m["key"].lstrip("+~"))
-        return f"{m['key']}{m['sep']}***" if secret else m[0]
-
-    return _KEY_VALUE.sub(sub, text)
-
-
-def _redact_tree(obj: Any) -> Any:
-    from mlir.logging import _SECRET_KEY
-
-    if isinstance(obj, dict):
-        return {k: ("***" if v and _SECRET_KEY.search(str(k)) else _redact_tree(v)) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_redact_tree(v) for v in obj]
-    return _redact_override(obj) if isinstance(obj, str) else obj
-
-
-def scrub_secrets() -> None:
-    """Remove credentials that came in as overrides from ``sys.argv`` and the run's ``.hydra/*.yaml``.
-
-    Hydra writes the composed config and the overrides into the run directory before the task starts,
-    and W&B records ``sys.argv``; ``logger.wandb.api_key=...`` must not end up in either. Files are
-    rewritten (atomically) only when they hold such a value.
-    """
-    import yaml
-    from hydra.core.hydra_config import HydraConfig
-
-    sys.argv[1:] = [_redact_override(a) for a in sys.argv[1:]]
-    if not HydraConfig.initialized():
-        return
-    hc = HydraConfig.get()
-    out, sub = OmegaConf.select(hc, "runtime.output_dir"), OmegaConf.select(hc, "output_subdir")
-    if not out or not sub:  # composed without a run (tests), or .hydra output switched off
-        return
-    for f in (Path(out) / str(sub)).glob("*.yaml"):
-        try:
-            data = yaml.safe_load(f.read_text())
-        except (OSError, yaml.YAMLError):
-            continue
-        clean = _redact_tree(data)
-        if clean != data:
-            tmp = f.with_name(f".{f.name}.tmp")
-            tmp.write_text(yaml.safe_dump(clean, sort_keys=False, allow_unicode=True))
-            os.replace(tmp, f)
-
-
-def run_main(fn, cfg: DictConfig) -> Any:
-    """Call ``fn(cfg)``; a user error becomes one line on stderr and exit code 2, never a traceback."""
-    _quiet_console()
-    scrub_secrets()
     try:
-        return fn(cfg)
-    except Exception as e:  # noqa: BLE001 - we re-raise anything that is not the user's mistake
-        user = user_error(e)
-        if user is None:
-            raise
-        print("error: " + " ".join(str(user).splitlines()), file=sys.stderr)
-        sys.exit(2)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, **_fit_kwargs(trainer))
+    except SIGTERMException:  # mlir.resume.LastCheckpoint saved last.ckpt; no eval, no metrics.json
+        log.warning(
+            "stopped by SIGTERM at step %d; continue with: python train.py <same overrides> ckpt_path=last "
+            "hydra.run.dir=%s",
+            trainer.global_step,
+            cfg.paths.output_dir,
+        )
+        sys.exit(PREEMPTED_EXIT_CODE)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    return {**metrics, **dev_selection(trainer)}
+
+
+def evaluate_best(cfg: DictConfig, module: Any, trainer: Any) -> dict[str, float]:
+    """Load the best checkpoint (when there is one), evaluate it and log the ``eval/`` metrics."""
+    best = getattr(trainer.checkpoint_callback, "best_model_path", "") if trainer.checkpoint_callback else ""
+    if best and Path(best).exists():
+        from mlir.checkpoint import load_module_weights
+
+        load_module_weights(module, best)
+        log.info("evaluating best checkpoint %s", best)
+    metrics = evaluate_module(cfg, module, trainer)
+    if metrics and trainer.is_global_zero:
+        for lg in trainer.loggers:
+            lg.log_metrics(
+                {k: v for k, v in metrics.items() if k.startswith("eval/")}, step=trainer.global_step
+            )
+    return metrics
+
+
+def write_metrics(cfg: DictConfig, metrics: dict[str, float]) -> None:
+    """``metrics.json`` (``eval.output_file``), written atomically."""
+    out = Path(cfg.eval.get("output_file") or Path(cfg.paths.output_dir) / "metrics.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    os.replace(tmp, out)
+    log.info("metrics written to %s", out)
 
 
 def optimized_value(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
+    """The metric a sweeper optimises (``optimized_metric``), or ``None`` when it is unset or missing."""
     key = cfg.get("optimized_metric")
     if not key:
         return None

@@ -10,9 +10,10 @@ import torch
 from _reliability import make_cfg, write_corpus
 
 import mlir.config  # noqa: F401  (resolvers)
+from mlir.cli import run_main
 from mlir.errors import ConfigError
 from mlir.models.loss import InfoNCELoss
-from mlir.train import preflight, run_main, train
+from mlir.train import preflight, train
 
 
 @pytest.fixture(scope="module")

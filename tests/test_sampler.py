@@ -1,4 +1,4 @@
-"""Properties of the hybrid X-X-mono / X-Y batch sampler (mlir.sampling.hybrid).
+"""Properties of the hybrid X-X-mono / X-Y batch sampler (mlir.sampling: rule, index, dedup, cursor, hybrid).
 
 Every check is computed from the raw corpus arrays, independently of the sampler's own index.
 """
@@ -15,7 +15,8 @@ import torch
 
 from mlir.data.corpus import ParallelCorpus
 from mlir.errors import ConfigError
-from mlir.sampling import HybridBatchSampler, preview_records
+from mlir.preview_batches import preview_records
+from mlir.sampling import HybridBatchSampler
 
 LANGS = ("ar", "de", "en", "fr")
 REPO = Path(__file__).resolve().parents[1]
@@ -63,7 +64,7 @@ def binom_ok(k: int, n: int, p: float, z: float = 5.0) -> bool:
 def test_mono_fraction_follows_alpha(alpha):
     data = synth(400, drop=0.2)
     s = HybridBatchSampler(data, 8, alpha=alpha, steps_per_epoch=1500, seed=3)
-    kinds = [s.batch_info(0, i).kind for i in range(s.steps_per_epoch)]
+    kinds = [s.global_batch(0, i).kind for i in range(s.steps_per_epoch)]
     assert set(kinds) <= {"mono", "cross"}
     assert binom_ok(kinds.count("mono"), len(kinds), alpha)
 
@@ -235,11 +236,11 @@ def test_linear_schedule_moves_mono_fraction():
     )
     total = 3000
     assert s.schedule.total_steps == total
-    assert s.alpha_at(0, 0) == pytest.approx(0.9) and s.alpha_at(1, 1499) == pytest.approx(0.1)
+    assert s.schedule(0) == pytest.approx(0.9) and s.schedule(1 * 1500 + 1499) == pytest.approx(0.1)
     windows = {"early": (0, range(0, 600)), "late": (1, range(900, 1500))}
     fracs = {}
     for name, (epoch, steps) in windows.items():
-        kinds = [s.batch_info(epoch, t).kind == "mono" for t in steps]
+        kinds = [s.global_batch(epoch, t).kind == "mono" for t in steps]
         g = epoch * 1500 + np.array(list(steps))
         expect = float(np.mean(0.9 + (0.1 - 0.9) * g / (total - 1)))
         assert binom_ok(sum(kinds), len(kinds), expect)
@@ -254,7 +255,7 @@ def test_size_based_language_sampling_with_temperature():
 
     def freqs(**kw):
         s = HybridBatchSampler(data, 8, alpha=1.0, steps_per_epoch=1500, seed=2, **kw)
-        langs = [s.batch_info(0, i).lang for i in range(s.steps_per_epoch)]
+        langs = [s.corpus_langs[s.global_batch(0, i).lang] for i in range(s.steps_per_epoch)]
         return np.array([langs.count(x) for x in s.langs]) / len(langs), s
 
     got = {}
@@ -292,23 +293,25 @@ def test_duplicate_rows_for_one_id_and_language_use_the_first():
     data = synth(100, drop=0.0)
     dup = {k: np.concatenate([v, v[:10]]) if k != "langs" else v for k, v in data.items()}
     s = HybridBatchSampler(dup, 8, alpha=1.0, seed=0)
-    assert s.num_duplicate_rows == 10
+    assert s.index.num_duplicate_rows == 10
     rows = np.concatenate([gb.q_rows for gb in all_batches(s)])
     assert rows.max() < len(data["pid"])
 
 
-def test_batch_info_and_last_batch_info_match_batches():
+def test_iteration_matches_random_access_and_corpus_languages():
     data = synth(200, seed=5)
+    lang = data["lang_idx"]
     s = HybridBatchSampler(data, 8, alpha=0.5, seed=3)
     for step, items in enumerate(iter(s)):
-        info = s.last_batch_info
         gb = s.global_batch(0, step)
-        assert info.step == step and info.kind == gb.kind and items == gb.items()
-        assert info.pairs == [(LANGS[a], LANGS[b]) for a, b in zip(gb.q_lang, gb.p_lang)]
+        assert gb.step == step and items == gb.items()
+        q, p = np.asarray(items).T
+        assert (lang[q] == gb.q_lang).all() and (lang[p] == gb.p_lang).all()
         if gb.kind == "mono":
-            assert {info.lang} == {q for q, _ in info.pairs}
-    fresh = HybridBatchSampler(data, 8, alpha=0.5, seed=3)  # recomputed, not cached
-    assert fresh.batch_info(0, 3) == s.batch_info(0, 3)
+            assert set(gb.q_lang.tolist()) == {gb.lang}
+    fresh = HybridBatchSampler(data, 8, alpha=0.5, seed=3)  # a new replay gives the same batch
+    a, b = fresh.global_batch(0, 3), s.global_batch(0, 3)
+    assert a.kind == b.kind and a.items() == b.items() and (a.q_lang == b.q_lang).all()
 
 
 def test_dataloader_uses_it_as_batch_sampler():
@@ -471,9 +474,9 @@ def test_load_state_from_other_config_warns():
 
 @pytest.mark.parametrize("rounds", [1, 6])  # 1 round forces the scipy fallback on chains
 def test_clusters_match_a_reference_union_find(rounds, monkeypatch):
-    from mlir.sampling import hybrid
+    from mlir.sampling import index
 
-    monkeypatch.setattr(hybrid, "_PROPAGATION_ROUNDS", rounds)
+    monkeypatch.setattr(index, "PROPAGATION_ROUNDS", rounds)
 
     rng = np.random.default_rng(0)
     for trial in range(20):
@@ -496,7 +499,7 @@ def test_clusters_match_a_reference_union_find(rounds, monkeypatch):
         for i, t in zip(pid.tolist(), pas.tolist()):
             j = owner.setdefault(t, i)
             parent[find(i)] = find(j)
-        labels = hybrid._clusters(pid, pas, n_ids)
+        labels = index.clusters(pid, pas, n_ids)
         for i in range(n_ids):
             for j in range(n_ids):
                 assert (labels[i] == labels[j]) == (find(i) == find(j))

@@ -128,7 +128,8 @@ def test_full_disk_during_training_is_one_line_exit_2(tmp_path, corpus, tiny_mod
     from _reliability import make_cfg
 
     import mlir.checkpoint_io as cio
-    from mlir.train import run_main, train
+    from mlir.cli import run_main
+    from mlir.train import train
 
     monkeypatch.setenv("MLIR_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")

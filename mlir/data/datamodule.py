@@ -9,7 +9,7 @@ DistributedSampler (``trainer.use_distributed_sampler=false``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import lightning as L
@@ -20,6 +20,8 @@ from torch.utils.data import DataLoader, Dataset
 from mlir.data.corpus import ParallelCorpus
 from mlir.data.jsonl import check_negatives, normalize_lang
 from mlir.errors import ConfigError
+from mlir.sampling import CROSS, MONO
+from mlir.sampling.options import positive_int
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +86,7 @@ class PairDataset(Dataset):
         }
         if self.neg_col is not None:
             batch["neg_ids"] = [ids for negs in self.neg_col.take(p_rows).to_pylist() for ids in negs]
-        batch["kind"] = "mono" if all(a == b for a, b in zip(batch["q_langs"], batch["p_langs"])) else "cross"
+        batch["kind"] = MONO if all(a == b for a, b in zip(batch["q_langs"], batch["p_langs"])) else CROSS
         return batch
 
 
@@ -103,6 +105,14 @@ class FixedBatches:
 
 def _identity(batch: Any) -> Any:
     return batch
+
+
+def _limit(trainer: Any, key: str) -> int | None:
+    """``max_steps`` / ``max_epochs`` of a Trainer or of its config (``None`` when absent)."""
+    if trainer is None:
+        return None
+    value = trainer.get(key) if isinstance(trainer, Mapping) else getattr(trainer, key, None)
+    return None if value is None else int(value)
 
 
 class RetrievalDataModule(L.LightningDataModule):
@@ -134,15 +144,13 @@ class RetrievalDataModule(L.LightningDataModule):
         seed: int = 0,
     ):
         super().__init__()
-        if int(batch_size) < 1:
-            raise ConfigError(f"must be >= 1, got {batch_size}", where="data.batch_size")
+        self.batch_size = positive_int(batch_size, "data.batch_size")
         self.corpus_fn = corpus
         self.sampler_factory = sampler
         self.encoder = encoder
         self.train_langs = [normalize_lang(x) for x in train_langs] if train_langs else None
         self.eval_langs = [normalize_lang(x) for x in eval_langs] if eval_langs else None
         self.split = dict(split) if split else None
-        self.batch_size = int(batch_size)
         self.val_batches = int(val_batches)
         self.num_negatives = int(num_negatives)
         self.num_workers = int(num_workers)
@@ -214,11 +222,31 @@ class RetrievalDataModule(L.LightningDataModule):
             return 1, 0
         return int(trainer.world_size), int(trainer.global_rank)
 
-    def make_sampler(self, corpus: ParallelCorpus, seed: int, **overrides: Any):
+    def make_sampler(self, corpus: ParallelCorpus, seed: int, **overrides: Any) -> Any:
+        """A new sampler over ``corpus`` from the configured factory; ``overrides`` replace its settings
+        (only the fixed validation batches should need that: :meth:`val_sampler`)."""
         world_size, rank = self._world()
         return self.sampler_factory(
             corpus, batch_size=self.batch_size, seed=seed, world_size=world_size, rank=rank, **overrides
         )
+
+    def train_sampler(self, limits: Any = None) -> Any:
+        """The training sampler, built once and reused: ``check_data``, the batch preview and
+        :meth:`train_dataloader` all get this object (building it indexes the whole corpus).
+
+        ``limits``: the trainer, or its config; its ``max_steps`` / ``max_epochs`` give a linear alpha
+        schedule its length when ``sampler.total_steps`` and ``sampler.max_epochs`` are null
+        (:func:`mlir.sampling.schedule.schedule_length`). A call after the first ignores it.
+        """
+        if self._train_sampler is None:
+            self.prepare_corpora()
+            self._train_sampler = self.make_sampler(
+                self.train_corpus,
+                self.seed,
+                trainer_max_steps=_limit(limits, "max_steps"),
+                trainer_max_epochs=_limit(limits, "max_epochs"),
+            )
+        return self._train_sampler
 
     def _loader(self, ds: PairDataset, sampler: Any) -> DataLoader:
         return DataLoader(
@@ -231,15 +259,12 @@ class RetrievalDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        trainer = getattr(self, "trainer", None)
-        total = None
-        if trainer is not None and trainer.max_steps and trainer.max_steps > 0:
-            total = int(trainer.max_steps)
-        self._train_sampler = self.make_sampler(self.train_corpus, self.seed, total_steps=total)
+        sampler = self.train_sampler(getattr(self, "trainer", None))
+        sampler.set_world(*self._world())  # it may have been built before the trainer existed
         if self._pending_state is not None:
-            self._train_sampler.load_state_dict(self._pending_state)
+            sampler.load_state_dict(self._pending_state)
             self._pending_state = None
-        return self._loader(self._train_ds, self._train_sampler)
+        return self._loader(self._train_ds, sampler)
 
     def val_dataloader(self) -> DataLoader | list:
         if self._val_ds is None:

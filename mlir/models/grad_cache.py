@@ -80,8 +80,11 @@ def plan_chunks(num_pairs: int, num_negatives: int, chunk_size: int) -> list[Chu
 
 
 @dataclass
-class EmbeddingCache:
-    """Step 1's output: detached embeddings of the whole (local) batch and each chunk's RNG state."""
+class ChunkEmbeddings:
+    """Step 1's output: detached embeddings of the whole (local) batch and each chunk's RNG state.
+
+    (Not a cache of texts: that is :class:`mlir.eval.encode.EmbeddingCache`, used by evaluation.)
+    """
 
     chunks: list[Chunk]
     q: torch.Tensor
@@ -134,7 +137,7 @@ class GradCache:
 
     # ------------------------------------------------------------------ step 1
     @torch.no_grad()
-    def embed(self, batch: dict[str, Any]) -> EmbeddingCache:
+    def embed(self, batch: dict[str, Any]) -> ChunkEmbeddings:
         """Embed all chunks without autograd, recording the RNG state before each chunk."""
         n_neg = len(batch.get("neg_ids") or [])
         chunks = plan_chunks(len(batch["q_ids"]), n_neg, self.chunk_size)
@@ -146,10 +149,10 @@ class GradCache:
             for side, ids in _sides(batch, chunk):
                 parts[side].append(self._embed(ids, side))
         neg = torch.cat(parts["negative"]) if parts["negative"] else None
-        return EmbeddingCache(chunks, torch.cat(parts["query"]), torch.cat(parts["passage"]), neg, rng)
+        return ChunkEmbeddings(chunks, torch.cat(parts["query"]), torch.cat(parts["passage"]), neg, rng)
 
     # ------------------------------------------------------------------ step 2
-    def loss(self, cache: EmbeddingCache) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(self, cache: ChunkEmbeddings) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The loss on the cached embeddings, differentiable w.r.t. them (not the parameters)."""
         for t in cache.leaves().values():
             t.requires_grad_(True)
@@ -157,7 +160,7 @@ class GradCache:
             return self.loss_fn(cache.q, cache.p, cache.neg)
 
     @staticmethod
-    def embedding_grads(loss: torch.Tensor, cache: EmbeddingCache) -> dict[str, torch.Tensor]:
+    def embedding_grads(loss: torch.Tensor, cache: ChunkEmbeddings) -> dict[str, torch.Tensor]:
         """d loss / d embeddings by side (under DDP the gather's backward all-reduces across ranks)."""
         leaves = cache.leaves()
         grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
@@ -167,7 +170,7 @@ class GradCache:
     def backward(
         self,
         batch: dict[str, Any],
-        cache: EmbeddingCache,
+        cache: ChunkEmbeddings,
         grads: dict[str, torch.Tensor],
         backward: Callable[[torch.Tensor], None] | None = None,
         no_sync: Callable[[], contextlib.AbstractContextManager] | None = None,

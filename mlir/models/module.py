@@ -221,8 +221,6 @@ class RetrieverModule(L.LightningModule):
             "train/accuracy", stats["accuracy"], on_step=True, on_epoch=True, batch_size=n, sync_dist=True
         )
         self.log("train/is_mono", float(batch.get("kind") == "mono"), on_step=True, batch_size=n)
-        if "alpha" in batch:
-            self.log("train/alpha", float(batch["alpha"]), on_step=True, batch_size=n)
         for ql, pl in zip(batch.get("q_langs", ()), batch.get("p_langs", ())):
             self.pair_counts[f"{ql}-{pl}"] += 1
 

@@ -4,6 +4,9 @@ Hybrid batch training draws each global batch as X-X-mono with probability ``alp
 otherwise. ``alpha`` can be constant or move linearly (e.g. from mostly-monolingual early training to
 mostly-cross-lingual late training); keeping the schedule a pure function of the global step is what
 lets every DDP rank, and a resumed run, agree on each batch's kind without communicating.
+
+This module is also the one place that checks the ``sampler.alpha*`` keys and derives the length of
+a linear schedule (:func:`schedule_length`).
 """
 
 from __future__ import annotations
@@ -47,6 +50,31 @@ def alpha_endpoints(
     )
 
 
+def schedule_length(
+    steps_per_epoch: int,
+    total_steps: int | None = None,
+    max_epochs: int | None = None,
+    trainer_max_steps: int | None = None,
+    trainer_max_epochs: int | None = None,
+) -> int | None:
+    """The training steps a schedule spans: the first of ``sampler.total_steps``,
+    ``sampler.max_epochs * steps_per_epoch``, the trainer's ``max_steps`` (when > 0) and the trainer's
+    ``max_epochs * steps_per_epoch``; ``None`` when none is set.
+
+    Why here: configured values must win over the trainer's (a value passed at call time used to
+    override ``sampler.total_steps`` silently), and only the sampler knows ``steps_per_epoch``.
+    """
+    if total_steps is not None:
+        return total_steps
+    if max_epochs is not None:
+        return int(max_epochs) * steps_per_epoch
+    if trainer_max_steps is not None and int(trainer_max_steps) > 0:
+        return int(trainer_max_steps)
+    if trainer_max_epochs is not None and int(trainer_max_epochs) > 0:
+        return int(trainer_max_epochs) * steps_per_epoch
+    return None
+
+
 @dataclass(frozen=True)
 class AlphaSchedule:
     """``alpha(t)`` for global step ``t`` (0-based).
@@ -61,22 +89,17 @@ class AlphaSchedule:
     total_steps: int | None = None
 
     @classmethod
-    def from_config(
-        cls,
-        alpha: float,
-        schedule: str = "constant",
-        alpha_start: float | None = None,
-        alpha_end: float | None = None,
-        total_steps: int | None = None,
+    def from_endpoints(
+        cls, kind: str, endpoints: tuple[float, float], total_steps: int | None
     ) -> AlphaSchedule:
-        """Validate the ``sampler.*`` keys; every problem is a ConfigError naming its key."""
-        start, end = alpha_endpoints(alpha, schedule, alpha_start, alpha_end)
-        if schedule == "constant":
+        """A schedule from :func:`alpha_endpoints`' result; a linear one needs ``total_steps >= 1``."""
+        start, end = endpoints
+        if kind == "constant":
             return cls("constant", start, end, total_steps)
         if total_steps is None:
             raise ConfigError(
                 "the linear schedule needs the number of training steps "
-                "(set sampler.total_steps or sampler.max_epochs)",
+                "(set sampler.total_steps, sampler.max_epochs, trainer.max_steps or trainer.max_epochs)",
                 where="sampler.total_steps",
             )
         if int(total_steps) < 1:
