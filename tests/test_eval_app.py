@@ -166,3 +166,56 @@ def test_compose_adds_and_configures_benchmarks(synth_dir, tmp_path):
     resolved = OmegaConf.to_container(train, resolve=False)
     assert resolved["eval"]["benchmarks"]["xquad_r"]["split"].startswith("${oc.select:data.split")
     assert OmegaConf.select(train, "eval.benchmarks.xquad_r.split") == OmegaConf.select(train, "data.split")
+
+
+def test_checkpoint_of_a_run_is_evaluated_on_that_runs_test_articles(tmp_path, tiny_model_dir, capsys):
+    """eval.py ckpt_path=RUN/checkpoints/x.ckpt scores only the articles the run never saw (its data.split's
+    test part), says so above the table, and an explicit split still wins."""
+    from mlir.data.splits import plan_split
+    from mlir.data.xquad_r import read_xquad_r
+    from mlir.eval.app import evaluate_from_config
+    from mlir.eval.runner import evaluate
+    from mlir.models.dual_encoder import DualEncoder
+    from mlir.models.module import RetrieverModule
+
+    xq = make_xquad_dir(tmp_path / "data" / "xquad-r", langs=("en", "de"), n_articles=6)
+    split = {"n_folds": 3, "fold": 1, "n_dev_groups": 1, "seed": 0}
+    model_cfg = ["model=tiny_random", f"model.encoder.name_or_path={tiny_model_dir}"]
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    train_cfg = _compose(model_cfg + _bench_overrides(xq, tmp_path))
+    OmegaConf.save(
+        OmegaConf.create(
+            {
+                "model": OmegaConf.to_container(train_cfg.model, resolve=True),
+                "data": {"corpus": {"_target_": "mlir.data.sources.xquad_r_corpus"}, "split": split},
+            }
+        ),
+        run / ".hydra" / "config.yaml",
+    )
+    enc = DualEncoder(str(tiny_model_dir), query_max_length=32, passage_max_length=64, token_budget=2048)
+    (run / "checkpoints").mkdir()
+    ckpt = run / "checkpoints" / "step_000002.ckpt"
+    torch.save({"state_dict": RetrieverModule(encoder=enc).state_dict(), "global_step": 2}, ckpt)
+
+    cfg = _compose([f"ckpt_path={ckpt}", *_bench_overrides(xq, tmp_path)])
+    got = evaluate_from_config(cfg)
+    assert (
+        "Evaluated on xquad_r: the test articles of the checkpoint's run (fold 1)" in capsys.readouterr().out
+    )
+    test_groups = plan_split(read_xquad_r(xq).groups, **split).test
+    bench = OmegaConf.to_container(cfg.eval.benchmarks.xquad_r, resolve=True)
+    only_test = {"xquad_r": {**bench, "split": {"groups": test_groups}}}
+    assert got == pytest.approx(evaluate(enc, only_test))  # exactly the test articles, no training article
+    assert got != pytest.approx(evaluate(enc, {"xquad_r": {**bench, "split": None}}))
+    # an explicit split wins
+    explicit = _compose(
+        [
+            f"ckpt_path={ckpt}",
+            *_bench_overrides(xq, tmp_path),
+            "eval.benchmarks.xquad_r.split={groups:[Article_0]}",
+        ]
+    )
+    evaluate_from_config(explicit)
+    assert "the test articles of the checkpoint's run" not in capsys.readouterr().out
+    assert OmegaConf.to_container(explicit.eval.benchmarks.xquad_r.split) == {"groups": ["Article_0"]}

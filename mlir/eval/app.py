@@ -55,6 +55,37 @@ def build_encoder(cfg: DictConfig) -> tuple[Any, str]:
     return module.encoder, str(path)
 
 
+def restrict_to_run_split(cfg: DictConfig) -> str | None:
+    """Evaluate a run's checkpoint on the articles that run never saw, unless a split is given.
+
+    Why: ``eval.py ckpt_path=RUN/checkpoints/x.ckpt`` with the plain ``xquad_r`` benchmark would score
+    all 48 XQuAD-R articles, 32 of which the run trained on. When the checkpoint's run trained on
+    XQuAD-R with a ``data.split``, every XQuAD-R benchmark without its own ``split`` gets that split
+    (its test part). Returns a line for the printed table's title, or ``None`` when nothing changed.
+    """
+    ckpt = cfg.get("ckpt_path")
+    if ckpt in (None, "", "null") or not cfg.eval.get("model_from_run", True):
+        return None
+    run_cfg = _run_config(Path(str(ckpt)).expanduser())
+    split = OmegaConf.select(run_cfg, "data.split") if run_cfg is not None else None
+    target = str(OmegaConf.select(run_cfg, "data.corpus._target_", default="")) if run_cfg is not None else ""
+    if not split or not target.endswith("xquad_r_corpus"):
+        return None
+    changed = []
+    for name, bench in cfg.eval.benchmarks.items():
+        if bench is not None and str(bench.get("type", "")).startswith("xquad_r") and not bench.get("split"):
+            bench.split = OmegaConf.to_container(split, resolve=True)
+            changed.append(str(name))
+    if not changed:
+        return None
+    fold = OmegaConf.select(run_cfg, "data.split.fold", default=None)
+    return (
+        f"{', '.join(changed)}: the test articles of the checkpoint's run"
+        + (f" (fold {fold})" if fold is not None else "")
+        + "; set eval.benchmarks.<name>.split to override"
+    )
+
+
 def evaluate_from_config(cfg: DictConfig) -> dict[str, float]:
     """Evaluate per ``conf/eval.yaml``; prints the table and writes ``eval.output_file``."""
     benchmarks = cfg.get("eval", {}).get("benchmarks")
@@ -72,6 +103,9 @@ def evaluate_from_config(cfg: DictConfig) -> dict[str, float]:
     from mlir.eval.search import resolve_device
 
     device = resolve_device(cfg.eval.get("device", "auto"))
+    split_note = restrict_to_run_split(cfg)
+    if split_note:
+        log.info("evaluating on %s", split_note)
     t0 = time.perf_counter()
     encoder, source = build_encoder(cfg)
     if hasattr(encoder, "to"):
@@ -89,6 +123,8 @@ def evaluate_from_config(cfg: DictConfig) -> dict[str, float]:
     seconds = time.perf_counter() - t0
     columns = [tuple(c) for c in cfg.eval.get("table_columns") or []] or None
     table = format_table(metrics, columns=columns) if columns else format_table(metrics)
+    if split_note:
+        print(f"Evaluated on {split_note}", flush=True)
     print(table, flush=True)
     print(f"\n{source}: {len(metrics)} metrics in {seconds:.1f}s", flush=True)
     out = cfg.eval.get("output_file")
