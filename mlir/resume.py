@@ -3,7 +3,8 @@
 Lightning restores weights, optimiser, scheduler, loops and (through ``RetrievalDataModule.state_dict``)
 the sampler position, but not the random generators, so dropout after a resume would differ from an
 uninterrupted run. :class:`RNGStateCallback` stores the torch (CPU and CUDA), numpy and python states.
-:class:`LastCheckpoint` writes ``last.ckpt`` when the fit ends and when SIGTERM stops it.
+:class:`LastCheckpoint` writes ``last.ckpt`` when the fit ends and when SIGTERM (or submitit's time-limit
+signal SIGUSR2, then handed on to submitit to requeue) stops it.
 
 They are restored twice: when the checkpoint is loaded, and again just before the first training batch
 after it. The second time matters: between loading and that batch Lightning creates the DataLoader
@@ -20,8 +21,10 @@ import logging
 import os
 import random
 import signal
+import threading
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import lightning as L
@@ -121,9 +124,13 @@ class LastCheckpoint(L.Callback):
       and raises ``SIGTERMException`` but saves nothing; this saves ``last.ckpt`` (with sampler and RNG
       states, atomically) and ``mlir.train`` exits with :data:`PREEMPTED_EXIT_CODE`. The requeued job
       continues exactly with ``python train.py <same overrides> ckpt_path=last hydra.run.dir=<run dir>``.
-      Other listed signals (e.g. submitit's timeout signal ``SIGUSR2``, replacing submitit's handler)
-      are re-sent as SIGTERM, so Lightning's DDP-aware handling applies. A SIGTERM before the fit
-      (reading data) or after it (evaluation) has the default effect: there is nothing new to save.
+    * **Other listed signals** (default: submitit's time-limit signal ``SIGUSR2``) are re-sent as SIGTERM,
+      so Lightning's DDP-aware handling applies and ``last.ckpt`` is saved at the next batch boundary;
+      then the handler that was installed for the signal before the fit (submitit's: requeue the job
+      and exit rank 0) is called with it. Why chain: submitit alone requeues mid-batch without saving,
+      so the requeued job would redo everything since the last periodic checkpoint.
+    * A signal before the fit (reading data) or after it (evaluation) has its previous effect: there is
+      nothing new to save.
 
     Args:
         signals: signals that pre-empt.
@@ -131,21 +138,47 @@ class LastCheckpoint(L.Callback):
             ``<default_root_dir>/checkpoints``.
     """
 
-    def __init__(self, signals: Sequence[str | int] = ("SIGTERM",), dirpath: str | None = None):
+    def __init__(self, signals: Sequence[str | int] = ("SIGTERM", "SIGUSR2"), dirpath: str | None = None):
         self.signals = [_signum(s) for s in signals]
         self.dirpath = dirpath
         self.saved_path: str | None = None
         self._previous: dict[signal.Signals, Any] = {}
+        self._received: dict[signal.Signals, FrameType | None] = {}
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # only the main thread may install handlers (Lightning skips its SIGTERM one too)
         for sig in self.signals:
             if sig != signal.SIGTERM and sig not in self._previous:
-                self._previous[sig] = signal.signal(sig, lambda *_: os.kill(os.getpid(), signal.SIGTERM))
+                self._previous[sig] = signal.signal(sig, self._forward)
 
-    def _restore_handlers(self) -> None:
-        for sig, handler in self._previous.items():
+    def _forward(self, signum: int, frame: FrameType | None) -> None:
+        """Remember the signal for :meth:`_chain`; let Lightning's SIGTERM path stop at the batch end."""
+        self._received[signal.Signals(signum)] = frame
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def _restore_handlers(self) -> dict[signal.Signals, Any]:
+        previous = dict(self._previous)
+        for sig, handler in previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
         self._previous.clear()
+        return previous
+
+    def _chain(self, trainer: L.Trainer, previous: dict[signal.Signals, Any]) -> None:
+        """Give each forwarded signal to its previous handler (submitit: requeue; may ``sys.exit``).
+
+        Called after ``last.ckpt`` is saved. Loggers are finalized first: submitit's handler exits rank
+        0 inside Lightning's exception handling, which would skip flushing the CSV/W&B logs.
+        """
+        received, self._received = self._received, {}
+        handlers = [(s, f, previous.get(s)) for s, f in received.items() if callable(previous.get(s))]
+        if not handlers:
+            return
+        for logger in trainer.loggers:
+            logger.finalize("failed")
+        for sig, frame, handler in handlers:
+            log.warning("passing %s on to the handler installed before the fit", sig.name)
+            handler(int(sig), frame)
 
     def last_path(self, trainer: L.Trainer) -> Path:
         if self.dirpath:
@@ -170,24 +203,25 @@ class LastCheckpoint(L.Callback):
         return path
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._restore_handlers()
-        if trainer.fast_dev_run:
-            return
+        previous = self._restore_handlers()
+        if not trainer.fast_dev_run and not self._already_saved(trainer):
+            self._save(trainer)
+        self._chain(trainer, previous)  # a signal during the last batch or validation: still requeue
+
+    def _already_saved(self, trainer: L.Trainer) -> bool:
         path = str(self.last_path(trainer))
-        for cb in trainer.callbacks:  # ModelCheckpoint already wrote this very state
-            if (
-                isinstance(cb, ModelCheckpoint)
-                and path in (cb.last_model_path, cb.best_model_path)
-                and getattr(cb, "_last_global_step_saved", None) == trainer.global_step
-            ):
-                return
-        self._save(trainer)
+        return any(  # ModelCheckpoint already wrote this very state
+            isinstance(cb, ModelCheckpoint)
+            and path in (cb.last_model_path, cb.best_model_path)
+            and getattr(cb, "_last_global_step_saved", None) == trainer.global_step
+            for cb in trainer.callbacks
+        )
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
-        self._restore_handlers()
-        if not isinstance(exception, SIGTERMException) or trainer.sanity_checking or trainer.fast_dev_run:
-            return
-        path = self._save(trainer)
-        log.warning("stopped by SIGTERM at global step %d: saved %s", trainer.global_step, path)
+        previous = self._restore_handlers()
+        if isinstance(exception, SIGTERMException) and not (trainer.sanity_checking or trainer.fast_dev_run):
+            path = self._save(trainer)
+            log.warning("stopped by SIGTERM at global step %d: saved %s", trainer.global_step, path)
+        self._chain(trainer, previous)  # never drop a signal the previous handler (submitit) expects

@@ -25,8 +25,7 @@ def test_submitit_slurm_launcher_one_task_per_gpu():
     cfg = _compose(
         [
             "hydra/launcher=submitit_slurm",
-            "trainer=ddp_multinode",  # 2 nodes x 4 GPUs
-            "hydra.launcher.gpus_per_node=4",
+            "trainer=ddp_multinode",  # 2 nodes x 4 GPUs: the launcher follows trainer.devices
             "hydra.launcher.partition=gpu",
             "hydra.launcher.timeout_min=90",
             "hydra.sweep.dir=/scratch/sweeps/alpha",
@@ -49,10 +48,31 @@ def test_submitit_slurm_launcher_one_task_per_gpu():
     assert obj.params["tasks_per_node"] == 4 and obj.params["nodes"] == 2 and obj.params["gpus_per_node"] == 4
 
 
-def test_submitit_slurm_default_is_one_gpu_one_task():
+@pytest.mark.parametrize(
+    ("overrides", "nodes", "gpus"),
+    [
+        ([], 1, 1),
+        (["trainer=ddp", "trainer.devices=4"], 1, 4),
+        (["trainer=ddp_multinode", "trainer.num_nodes=2", "trainer.devices=4"], 2, 4),
+        (["trainer=ddp"], 1, 1),  # devices -1: not countable before the job starts
+    ],
+    ids=["1x1", "1x4", "2x4", "ddp-auto"],
+)
+def test_submitit_slurm_layout_follows_the_trainer(overrides, nodes, gpus):
+    """SLURM must start exactly the ranks Lightning expects, or SLURMEnvironment refuses the layout."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    launcher = _compose(["hydra/launcher=submitit_slurm"]).hydra.launcher
-    assert launcher.nodes == 1 and launcher.gpus_per_node == 1 and launcher.tasks_per_node == 1
+    cfg = _compose(["hydra/launcher=submitit_slurm", *overrides])
+    launcher = cfg.hydra.launcher
+    assert (launcher.nodes, launcher.gpus_per_node, launcher.tasks_per_node) == (nodes, gpus, gpus)
+    if isinstance(cfg.trainer.devices, int) and cfg.trainer.devices > 0:
+        assert launcher.tasks_per_node == cfg.trainer.devices
+    assert launcher.nodes == cfg.trainer.get("num_nodes", 1)
+
+
+def test_slurm_gpus_per_node():
+    from mlir.utils.launchers import slurm_gpus_per_node
+
+    assert [slurm_gpus_per_node(d) for d in (1, 4, -1, "auto", "8", [0, 1], True)] == [1, 4, 1, 1, 8, 1, 1]
 
 
 def test_alpha_sweep_grid():

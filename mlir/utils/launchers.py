@@ -18,10 +18,28 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
 SCHEMA_NAME = "submitit_slurm_schema"
+GPUS_RESOLVER = "mlir_slurm_gpus"
+
+
+def slurm_gpus_per_node(devices: object = 1) -> int:
+    """GPUs (= SLURM tasks) per node for ``trainer.devices``.
+
+    Why: Lightning's SLURMEnvironment refuses a job whose ``--ntasks-per-node`` differs from
+    ``trainer.devices``, so the launcher must ask for exactly that many. A positive int is taken as
+    is; ``-1``/``"auto"``/lists cannot be counted before the job starts, so they give 1 (override
+    ``hydra.launcher.gpus_per_node`` then).
+    """
+    if isinstance(devices, bool):
+        return 1
+    if isinstance(devices, int) and devices > 0:
+        return devices
+    if isinstance(devices, str) and devices.isdigit() and int(devices) > 0:
+        return int(devices)
+    return 1
 
 
 def register_launcher_schemas() -> None:
-    """Store the SLURM launcher schema under :data:`SCHEMA_NAME` (idempotent)."""
+    """Store the SLURM schema as :data:`SCHEMA_NAME`; register :data:`GPUS_RESOLVER` (idempotent)."""
     try:
         from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
 
@@ -30,6 +48,8 @@ def register_launcher_schemas() -> None:
         node: dict = OmegaConf.to_container(OmegaConf.structured(SlurmQueueConf))  # type: ignore[assignment]
     except ImportError:
         node = {}
+    if not OmegaConf.has_resolver(GPUS_RESOLVER):
+        OmegaConf.register_new_resolver(GPUS_RESOLVER, slurm_gpus_per_node)
     ConfigStore.instance().store(group="hydra/launcher", name=SCHEMA_NAME, node=node, provider="mlir")
     warnings.filterwarnings(
         "ignore", message=r"\s*'hydra/launcher/submitit_slurm' is validated against ConfigStore schema"
