@@ -4,7 +4,7 @@ import hydra
 from omegaconf import DictConfig
 
 import mlir.config  # noqa: F401  (OmegaConf resolvers used by conf/)
-from mlir.cli import run_main
+from mlir.cli import hydra_entry, run_main
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
@@ -16,4 +16,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    hydra_entry(main, "eval")

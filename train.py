@@ -4,7 +4,7 @@ import hydra
 from omegaconf import DictConfig
 
 import mlir.config  # noqa: F401  (OmegaConf resolvers used by conf/)
-from mlir.cli import run_main
+from mlir.cli import hydra_entry, run_main
 from mlir.train import optimized_value, train
 
 
@@ -15,4 +15,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    hydra_entry(main, "train")

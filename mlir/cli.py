@@ -38,6 +38,81 @@ def run_main(fn: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         sys.exit(2)
 
 
+def hydra_entry(main: Callable[[], Any], config_name: str, args: list[str] | None = None) -> Any:
+    """Run a ``@hydra.main`` function after checking the command line's overrides.
+
+    Why: Hydra composes the config before the task function (and :func:`run_main`) runs, and reports
+    a typo (``sampler=hybird``, ``data.batchsize=8``) or a ``hydra.run.dir`` that is a file in several
+    lines (or a traceback) with exit code 1. :func:`check_overrides` turns them into one line, exit 2.
+    """
+    try:
+        check_overrides(config_name, sys.argv[1:] if args is None else args)
+    except MlirError as e:
+        print("error: " + " ".join(str(e).splitlines()), file=sys.stderr)
+        sys.exit(2)
+    return main()
+
+
+def check_overrides(config_name: str, args: list[str], config_dir: Path | None = None) -> None:
+    """Compose ``config_name`` with ``args`` as Hydra will; a ConfigError for a typo or a bad run dir.
+
+    Skipped with any flag (``--help``, ``--cfg``, ``-m``, ...: Hydra's own business) and with
+    ``HYDRA_FULL_ERROR=1``; any other composition problem is left to Hydra to report.
+    """
+    if any(a.startswith("-") for a in args) or os.environ.get("HYDRA_FULL_ERROR") == "1":
+        return
+    from hydra.errors import ConfigCompositionException, MissingConfigException
+
+    conf = config_dir or Path(__file__).resolve().parents[1] / "conf"
+    try:
+        cfg = _compose(conf, config_name, args)
+    except MissingConfigException as e:
+        group, _, name = str(getattr(e, "missing_cfg_file", "") or "").rpartition("/")
+        options = [str(o) for o in getattr(e, "options", None) or []]
+        if not group or not options:
+            return
+        raise ConfigError(
+            f"no option '{name}'{_did_you_mean(name, options)} (options: {', '.join(options)})", where=group
+        ) from None
+    except ConfigCompositionException as e:
+        key = getattr(e.__cause__, "full_key", None)
+        if not key or "Could not override" not in str(e):
+            return
+        parent, _, leaf = str(key).rpartition(".")
+        rest = [a for a in args if a.split("=", 1)[0].lstrip("+~") != key]
+        try:
+            node = _compose(conf, config_name, rest) if rest != args else None
+            keys = (
+                list((OmegaConf.select(node, parent) if parent else node) or {}) if node is not None else []
+            )
+        except Exception:  # noqa: BLE001 - only for the suggestion
+            keys = []
+        raise ConfigError(
+            f"no such key{_did_you_mean(leaf, keys, parent + '.' if parent else '')} (to add a new key: +{key}=...)",
+            where=key,
+        ) from None
+    except Exception:  # noqa: BLE001 - anything else: Hydra reports it as it always has
+        return
+    run_dir = OmegaConf.select(cfg, "hydra.run.dir", default=None, throw_on_resolution_failure=False)
+    from mlir.config import check_output_dir
+
+    check_output_dir(run_dir, "hydra.run.dir")
+
+
+def _compose(conf: Path, config_name: str, args: list[str]) -> DictConfig:
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        return compose(config_name, overrides=args, return_hydra_config=True)
+
+
+def _did_you_mean(name: str, options: list[str], prefix: str = "") -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
+    return f"; did you mean {prefix}{close[0]}?" if close else ""
+
+
 def user_error(exc: BaseException) -> MlirError | None:
     """The user-facing error behind ``exc``: an MlirError in its chain, a NaN stop, or a config error.
 

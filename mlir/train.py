@@ -185,6 +185,7 @@ def preflight(cfg: DictConfig) -> str | None:
         raise ConfigError(
             f"must be a finite number >= 0 (0 or null = off), got {clip}", where="trainer.gradient_clip_val"
         )
+    mlir.config.check_output_dir(OmegaConf.select(cfg, "paths.output_dir", default=None))
     return resolve_ckpt_path(cfg) if cfg.get("train", True) else None
 
 

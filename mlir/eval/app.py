@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mlir.errors import ConfigError
 
@@ -25,6 +25,29 @@ def _run_config(ckpt: Path) -> DictConfig | None:
     return None
 
 
+def eval_checkpoint(ckpt: Any) -> Path:
+    """The checkpoint file ``ckpt_path`` names; a train.py run directory means its best checkpoint.
+
+    Why: ``train.py ckpt_path=<run dir>`` accepts a run directory, so ``eval.py`` does too. For
+    evaluation the best checkpoint by dev loss is wanted: the newest ``step_*.ckpt`` that
+    ModelCheckpoint kept, else ``last.ckpt`` (the log says which).
+    """
+    path = Path(str(ckpt)).expanduser()
+    if path.is_dir():
+        for d in (path / "checkpoints", path):
+            best = sorted(d.glob("step_*.ckpt"), key=lambda p: (p.stat().st_mtime, p.name))
+            if best:
+                log.info("ckpt_path=%s: evaluating the best checkpoint %s", path, best[-1].name)
+                return best[-1]
+            if (d / "last.ckpt").is_file():
+                log.info("ckpt_path=%s: no step_*.ckpt, evaluating %s", path, d / "last.ckpt")
+                return d / "last.ckpt"
+        raise ConfigError(f"no step_*.ckpt or last.ckpt in '{path}' or its checkpoints/", where="ckpt_path")
+    if not path.is_file():
+        raise ConfigError(f"checkpoint '{ckpt}' does not exist", where="ckpt_path")
+    return path
+
+
 def build_encoder(cfg: DictConfig) -> tuple[Any, str]:
     """The encoder to evaluate and a description of where its weights come from.
 
@@ -39,9 +62,7 @@ def build_encoder(cfg: DictConfig) -> tuple[Any, str]:
         if "encoder" not in cfg.model:
             raise ConfigError("no model.encoder configured", where="model")
         return hydra.utils.instantiate(cfg.model.encoder), str(cfg.model.encoder.get("name_or_path"))
-    path = Path(str(ckpt)).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"checkpoint '{path}' does not exist", where="ckpt_path")
+    path = eval_checkpoint(ckpt)
     model_cfg = cfg.model
     if cfg.eval.get("model_from_run", True):
         run_cfg = _run_config(path)
@@ -95,8 +116,9 @@ def evaluate_from_config(cfg: DictConfig) -> dict[str, float]:
             where="eval.benchmarks",
         )
     ckpt = cfg.get("ckpt_path")
-    if ckpt not in (None, "", "null") and not Path(str(ckpt)).expanduser().is_file():
-        raise ConfigError(f"checkpoint '{ckpt}' does not exist", where="ckpt_path")  # before the slow imports
+    if ckpt not in (None, "", "null"):  # before the slow imports; a run directory -> its checkpoint
+        with open_dict(cfg):
+            cfg.ckpt_path = str(eval_checkpoint(ckpt))
 
     from mlir.eval.report_table import format_table, write_json_atomic
     from mlir.eval.runner import evaluate

@@ -144,13 +144,17 @@ def discover_runs(sweep_dir: Path) -> list[Run]:
             trained=bool(get("train", True)),
             schedule=str(get("sampler.schedule", "constant")),
         )
-        run.problem = _read_results(run)
+        run.problem = _read_results(run, tested=bool(get("test", True)))
         runs.append(run)
     return runs
 
 
-def _read_results(run: Run) -> str | None:
-    """Fill ``run`` from metrics.json and per_query.npz; the reason it is incomplete, or None."""
+def _read_results(run: Run, tested: bool = True) -> str | None:
+    """Fill ``run`` from metrics.json and per_query.npz; the reason it is incomplete, or None.
+
+    ``tested``: the job's ``test`` setting; a ``test=false`` job finishes without ``eval/`` metrics,
+    which is not the same as a missing file.
+    """
     mfile, pq = run.path / "metrics.json", run.path / "per_query.npz"
     if not mfile.is_file():
         return "no metrics.json"
@@ -162,7 +166,7 @@ def _read_results(run: Run) -> str | None:
     except (OSError, ValueError, TypeError, AttributeError) as e:
         return f"unreadable metrics.json ({type(e).__name__})"
     if not run.metrics:
-        return "metrics.json without eval/ keys"
+        return "metrics.json without eval/ keys" if tested else "finished without test metrics (test=false)"
     if not pq.is_file():
         return "no per_query.npz"
     try:
