@@ -38,6 +38,23 @@ def run_main(fn: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         sys.exit(2)
 
 
+def module_main(fn: Callable[[list[str]], Any], doc: str, argv: list[str] | None = None) -> None:
+    """``python -m mlir.<module> [train.py overrides]``: ``-h``/``--help`` prints ``doc``; a user error
+    anywhere in ``fn``'s chain is one line and exit 2 (Hydra and Lightning wrap mlir's errors)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in ("-h", "--help"):
+        print(doc)
+        return
+    try:
+        fn(args)
+    except Exception as e:  # noqa: BLE001 - re-raised unless it is the user's mistake
+        user = find_mlir_error(e)
+        if user is None:
+            raise
+        print(f"error: {user}", file=sys.stderr)
+        sys.exit(2)
+
+
 def hydra_entry(main: Callable[[], Any], config_name: str, args: list[str] | None = None) -> Any:
     """Run a ``@hydra.main`` function after checking the command line's overrides.
 

@@ -16,7 +16,7 @@ from typing import IO, Any
 
 import hydra
 
-from mlir.errors import ConfigError, exit_on_user_error, find_mlir_error
+from mlir.errors import ConfigError
 from mlir.sampling.options import per_rank
 from mlir.show_split import compose_train_config
 
@@ -71,20 +71,11 @@ def preview(overrides: list[str], out: IO[str] = sys.stdout) -> int:
     return count
 
 
-@exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
-    """``python -m mlir.preview_batches``: the preview, or this module's doc for ``-h`` / ``--help``."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] in ("-h", "--help"):
-        print(__doc__)
-        return
-    try:
-        preview(args)
-    except Exception as e:
-        user = find_mlir_error(e)
-        if user is None:
-            raise
-        raise user from None
+    """The command line: the output, or this module's doc for ``-h`` / ``--help``."""
+    from mlir.cli import module_main
+
+    module_main(preview, __doc__, argv)
 
 
 if __name__ == "__main__":

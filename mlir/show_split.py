@@ -11,7 +11,6 @@ the test benchmarks evaluate (every language of the data). Only the corpus is re
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
 import mlir.config
-from mlir.errors import ConfigError, exit_on_user_error, find_mlir_error
+from mlir.errors import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
@@ -52,19 +51,15 @@ def split_record(cfg: DictConfig) -> dict[str, Any]:
     return record
 
 
-@exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] in ("-h", "--help"):
-        print(__doc__)
-        return
-    try:
-        print(json.dumps(split_record(compose_train_config(args)), ensure_ascii=False))
-    except Exception as e:
-        user = find_mlir_error(e)
-        if user is None:
-            raise
-        raise user from None
+    """The command line: the output, or this module's doc for ``-h`` / ``--help``."""
+    from mlir.cli import module_main
+
+    module_main(
+        lambda args: print(json.dumps(split_record(compose_train_config(args)), ensure_ascii=False)),
+        __doc__,
+        argv,
+    )
 
 
 if __name__ == "__main__":

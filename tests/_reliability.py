@@ -168,3 +168,17 @@ def pause_wrapper(tmp: Path) -> Path:
     p = tmp / "train_pausing.py"
     p.write_text(PAUSE_WRAPPER.replace("{train!r}", repr(str(TRAIN_PY))))
     return p
+
+
+def wait_for_pause(proc: subprocess.Popen, marker: Path, timeout: float) -> None:
+    """Wait until a :func:`pause_wrapper` run reaches its pause point (``marker`` exists)."""
+    import time
+
+    import pytest
+
+    deadline = time.monotonic() + timeout
+    while not marker.exists():
+        if proc.poll() is not None:
+            pytest.fail(f"run ended before the pause ({proc.returncode}):\n{proc.stderr.read()[-4000:]}")
+        assert time.monotonic() < deadline, "the run never reached the pause point"
+        time.sleep(0.5)

@@ -9,13 +9,12 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
-from _reliability import env, pause_wrapper, popen, train_cmd, train_overrides, write_corpus
+from _reliability import env, pause_wrapper, popen, train_cmd, train_overrides, wait_for_pause, write_corpus
 
 # 36 training ids / batch 8 = 4 steps per epoch: step 10 is inside the third epoch, validation runs
 # after steps 4 and 8; resume points every 3 steps (3, 6, 9) so the kill below lands mid-epoch.
@@ -64,12 +63,7 @@ def _interrupted_run(job, name: str, pause_at: int) -> tuple[subprocess.Popen, P
         MLIR_TEST_PAUSE_AT=str(pause_at),
         MLIR_TEST_PAUSE_MARKER=str(marker),
     )
-    deadline = time.monotonic() + TIMEOUT
-    while not marker.exists():
-        if proc.poll() is not None:
-            pytest.fail(f"run ended before the pause ({proc.returncode}):\n{proc.stderr.read()[-4000:]}")
-        assert time.monotonic() < deadline, "the run never reached the pause point"
-        time.sleep(0.5)
+    wait_for_pause(proc, marker, TIMEOUT)
     return proc, run_dir, marker
 
 

@@ -11,12 +11,11 @@ from __future__ import annotations
 import csv
 import signal
 import subprocess
-import time
 from types import SimpleNamespace
 
 import pytest
 import torch
-from _reliability import env, pause_wrapper, popen, train_cmd, train_overrides, write_corpus
+from _reliability import env, pause_wrapper, popen, train_cmd, train_overrides, wait_for_pause, write_corpus
 
 TIMEOUT = 600
 
@@ -75,12 +74,7 @@ def test_sigusr2_saves_fresh_last_ckpt_then_requeues_and_resumes(tmp_path, tiny_
         MLIR_TEST_LAST=str(last),
         MLIR_TEST_REQUEUED=str(requeued),
     )
-    deadline = time.monotonic() + TIMEOUT
-    while not marker.exists():
-        if proc.poll() is not None:
-            pytest.fail(f"run ended before the pause ({proc.returncode}):\n{proc.stderr.read()[-4000:]}")
-        assert time.monotonic() < deadline, "the run never reached the pause point"
-        time.sleep(0.5)
+    wait_for_pause(proc, marker, TIMEOUT)
     proc.send_signal(signal.SIGUSR2)  # submitit's timeout signal; the batch in flight (step 3) completes
     out, err = proc.communicate(timeout=TIMEOUT)
     assert proc.returncode == 255, err[-4000:]  # submitit's handler ran: sys.exit(-1)
