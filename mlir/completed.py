@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 MARKER = "done.json"
 # keys that name where a job runs or how it is launched, not what it computes
 _NOT_FINGERPRINTED = ("hydra", "paths", "ckpt_path", "skip_completed", "logger", "tags")
+_NOT_FINGERPRINTED_NESTED = (("callbacks", "last_checkpoint", "signals"),)  # which signals save a checkpoint
 
 
 def fingerprint(cfg: DictConfig) -> str:
@@ -36,6 +37,12 @@ def fingerprint(cfg: DictConfig) -> str:
     data = OmegaConf.to_container(cfg, resolve=False)
     for key in _NOT_FINGERPRINTED:
         data.pop(key, None)
+    for *parents, key in _NOT_FINGERPRINTED_NESTED:
+        node = data
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(key, None)
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
