@@ -3,7 +3,7 @@
 import hydra
 from omegaconf import DictConfig
 
-import mlir.config  # noqa: F401  (OmegaConf resolvers used by conf/)
+import mlir.core.config  # noqa: F401  (OmegaConf resolvers used by conf/)
 from mlir.cli import hydra_entry, run_main
 
 

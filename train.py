@@ -3,9 +3,9 @@
 import hydra
 from omegaconf import DictConfig
 
-import mlir.config  # noqa: F401  (OmegaConf resolvers used by conf/)
+import mlir.core.config  # noqa: F401  (OmegaConf resolvers used by conf/)
 from mlir.cli import hydra_entry, run_main
-from mlir.train import optimized_value, train
+from mlir.training.pipeline import optimized_value, train
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

@@ -118,7 +118,7 @@ def _jsonable(x: Any) -> Any:
 
 
 def data_dir() -> Path:
-    from mlir.paths import default_data_dir
+    from mlir.core.paths import default_data_dir
 
     return Path(default_data_dir(cwd=ROOT))
 

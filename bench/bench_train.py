@@ -2,7 +2,7 @@
 
 Same machine, data, backbone and batches, in one process:
 
-* **mlir**: ``mlir.train.build`` on the composed ``conf/train.yaml`` (what ``python train.py`` runs:
+* **mlir**: ``mlir.training.pipeline.build`` on the composed ``conf/train.yaml`` (what ``python train.py`` runs:
   offline e5-small, hybrid sampler alpha=0.5, global batch 32, InfoNCE t=0.05, AdamW 3e-5 / wd 0.01,
   linear warmup, gradient clipping 1.0, fp32 on CPU, length-sorted sub-batches under the 4096-token
   budget), with ``model.encoder.freeze_embeddings`` true (the shipped config) and false. Validation,
@@ -46,7 +46,7 @@ SYSTEMS = ("mlir_frozen", "mlir_unfrozen", "st", "st_frozen")
 def compose_train_cfg(max_steps: int, freeze: bool, out_dir: str, seed: int, batch_size: int):
     from hydra import compose, initialize_config_dir
 
-    import mlir.config  # noqa: F401  (resolvers)
+    import mlir.core.config  # noqa: F401  (resolvers)
 
     overrides = [
         "trainer=cpu",
@@ -115,7 +115,7 @@ def run_mlir(
     import lightning as L
     import torch
 
-    from mlir.train import build
+    from mlir.training.pipeline import build
 
     total = args.warmup + args.steps
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:

@@ -1,7 +1,7 @@
 """Training throughput on the GPU path: pairs/s and the share of step time spent waiting for data.
 
 Why: the GPU knobs (bf16 autocast, fused AdamW, torch.compile, DataLoader workers, GradCache) only pay
-if the accelerator is kept busy. This runs ``mlir.train.build`` on the composed ``conf/train.yaml``
+if the accelerator is kept busy. This runs ``mlir.training.pipeline.build`` on the composed ``conf/train.yaml``
 (``trainer=default``: GPU with bf16-mixed when there is one, else CPU fp32) for a few variants and
 times every step with a callback:
 
@@ -103,7 +103,7 @@ def compose(args: argparse.Namespace, out_dir: str, extra: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    import mlir.config  # noqa: F401  (resolvers)
+    import mlir.core.config  # noqa: F401  (resolvers)
 
     overrides = [
         f"model={args.model}",
@@ -130,7 +130,7 @@ def run_variant(args: argparse.Namespace, name: str) -> dict[str, Any]:
     import lightning as L
     import torch
 
-    from mlir.train import build
+    from mlir.training.pipeline import build
 
     with tempfile.TemporaryDirectory(prefix="bench-train-gpu-") as tmp:
         cfg = compose(args, tmp, VARIANTS[name])

@@ -1,7 +1,7 @@
 """What every command-line entry point shares: ``run_main`` and the console it runs in.
 
 Why apart from training: ``eval.py`` needs the same error handling, console routing and secret
-scrubbing as ``train.py`` but none of the training pipeline (:mod:`mlir.train`).
+scrubbing as ``train.py`` but none of the training pipeline (:mod:`mlir.training.pipeline`).
 
 * A user's mistake is one ``error: <where>: <message>`` line on stderr and exit code 2, never a
   traceback (:func:`user_error` decides what counts as one).
@@ -20,8 +20,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from mlir.errors import ConfigError, MlirError, find_mlir_error
-from mlir.logging import redact, redact_text
+from mlir.core.errors import ConfigError, MlirError, find_mlir_error
+from mlir.core.logging import redact, redact_text
 
 
 def run_main(fn: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
@@ -111,7 +111,7 @@ def check_overrides(config_name: str, args: list[str], config_dir: Path | None =
     except Exception:  # noqa: BLE001 - anything else: Hydra reports it as it always has
         return
     run_dir = OmegaConf.select(cfg, "hydra.run.dir", default=None, throw_on_resolution_failure=False)
-    from mlir.config import check_output_dir
+    from mlir.core.config import check_output_dir
 
     check_output_dir(run_dir, "hydra.run.dir")
 

@@ -16,7 +16,7 @@ CLS, as trained), ``2_Normalize`` (when trained with normalisation) and
 The checkpoint holds weights only (``RetrieverModule`` does not save its encoder's config), so the model
 config comes from the run the checkpoint belongs to (``RUN/checkpoints/x.ckpt`` -> ``RUN/.hydra/config.yaml``)
 or from ``--config`` (any YAML with a ``model`` section, e.g. a run's ``.hydra/config.yaml``). The
-checkpoint is read with ``torch.load(weights_only=True)`` (:mod:`mlir.checkpoint`). Separate query and
+checkpoint is read with ``torch.load(weights_only=True)`` (:mod:`mlir.training.checkpoint`). Separate query and
 passage towers (``shared: false``) are not exportable as one sentence-transformers model.
 """
 
@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mlir.errors import ConfigError, MlirError
+from mlir.core.errors import ConfigError, MlirError
 
 PROBE_TEXTS = (
     "Where is the Eiffel tower?",
@@ -53,7 +53,7 @@ def load_model_config(ckpt: Path, config: str | Path | None = None) -> Any:
     """The ``model`` section that built the checkpoint's module (``--config`` wins over the run's)."""
     from omegaconf import DictConfig, OmegaConf
 
-    import mlir.config  # noqa: F401  (resolvers such as ${mlir_cache_dir:})
+    import mlir.core.config  # noqa: F401  (resolvers such as ${mlir_cache_dir:})
 
     path = Path(config) if config else run_config_path(ckpt)
     if path is None:
@@ -74,7 +74,7 @@ def load_encoder(ckpt: str | Path, config: str | Path | None = None) -> Any:
     """The trained :class:`DualEncoder` of a checkpoint (eval mode, CPU)."""
     import hydra
 
-    from mlir.checkpoint import load_checkpoint, load_module_weights
+    from mlir.training.checkpoint import load_checkpoint, load_module_weights
 
     ckpt = Path(ckpt)
     load_checkpoint(ckpt, mmap=True)  # a broken file is reported before the model is built (mapped: cheap)

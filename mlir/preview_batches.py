@@ -16,7 +16,7 @@ from typing import IO, Any
 
 import hydra
 
-from mlir.errors import ConfigError
+from mlir.core.errors import ConfigError
 from mlir.sampling.options import per_rank
 from mlir.show_split import compose_train_config
 

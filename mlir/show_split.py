@@ -18,8 +18,8 @@ import hydra
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
-import mlir.config
-from mlir.errors import ConfigError
+import mlir.core.config
+from mlir.core.errors import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
@@ -30,7 +30,7 @@ def compose_train_config(overrides: list[str]) -> DictConfig:
         cfg = compose(config_name="train", overrides=overrides, return_hydra_config=False)
     with open_dict(cfg):
         cfg.paths.output_dir = "."
-    mlir.config.validate(cfg)
+    mlir.core.config.validate(cfg)
     return cfg
 
 

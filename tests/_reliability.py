@@ -80,7 +80,7 @@ def make_cfg(tmp_path: Path, corpus: Path, model_dir: Path, *extra: str):
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    import mlir.config  # noqa: F401  (resolvers)
+    import mlir.core.config  # noqa: F401  (resolvers)
 
     run = tmp_path / "run"
     GlobalHydra.instance().clear()
@@ -141,10 +141,10 @@ import sys
 import time
 from pathlib import Path
 
-import mlir.resume
+import mlir.training.resume
 
 _at = int(os.environ["MLIR_TEST_PAUSE_AT"])
-_orig = mlir.resume.RNGStateCallback.on_train_batch_start
+_orig = mlir.training.resume.RNGStateCallback.on_train_batch_start
 
 
 def _pause(self, trainer, pl_module, batch, batch_idx):
@@ -157,7 +157,7 @@ def _pause(self, trainer, pl_module, batch, batch_idx):
     return _orig(self, trainer, pl_module, batch, batch_idx)
 
 
-mlir.resume.RNGStateCallback.on_train_batch_start = _pause
+mlir.training.resume.RNGStateCallback.on_train_batch_start = _pause
 sys.argv = [{train!r}] + sys.argv[1:]
 runpy.run_path({train!r}, run_name="__main__")
 '''

@@ -28,11 +28,11 @@ def _isolated_process_state():
 
     from lightning_utilities.core.rank_zero import rank_zero_only
 
-    import mlir.logging
+    import mlir.core.logging
 
     env = dict(os.environ)
     rank = getattr(rank_zero_only, "rank", 0)
-    mlir.logging._warned.clear()  # "warn once" is per process; each test must see its own warnings
+    mlir.core.logging._warned.clear()  # "warn once" is per process; each test must see its own warnings
     yield
     os.environ.clear()
     os.environ.update(env)
@@ -71,7 +71,7 @@ def me5_small_dir(tmp_path_factory):
 def _shared_data_dir():
     from pathlib import Path
 
-    from mlir.paths import default_data_dir
+    from mlir.core.paths import default_data_dir
 
     return Path(default_data_dir(cwd=Path(__file__).resolve().parents[1]))
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from mlir.core.errors import DataError, exit_on_user_error
 from mlir.data.jsonl import read_jsonl
 from mlir.data.mkqa import read_mkqa
 from mlir.data.xquad_r import read_xquad_r, read_xquad_r_candidates
-from mlir.errors import DataError, exit_on_user_error
 
 
 def _line(**kw) -> str:

@@ -11,7 +11,7 @@ from _eval_data import KeyEncoder, make_xquad_dir, write_mkqa
 
 import mlir.data.mkqa
 import mlir.data.xquad_r
-from mlir.errors import ConfigError
+from mlir.core.errors import ConfigError
 from mlir.eval.benchmarks import (
     TYPES,
     BenchmarkConfig,

@@ -180,7 +180,7 @@ def test_callback_config_composes_with_train_yaml():
     import hydra
     from hydra import compose, initialize_config_dir
 
-    import mlir.config  # noqa: F401  (resolvers)
+    import mlir.core.config  # noqa: F401  (resolvers)
 
     conf = Path(__file__).resolve().parents[1] / "conf"
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
-from mlir.completed import fingerprint
+from mlir.training.completed import fingerprint
 
 
 def _cfg(**changes):

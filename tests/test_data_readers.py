@@ -14,12 +14,12 @@ from urllib.error import URLError
 import numpy as np
 import pytest
 
+from mlir.core.errors import ConfigError, DataError, MlirError
 from mlir.data import download
 from mlir.data.io import write_jsonl
 from mlir.data.jsonl import read_jsonl
 from mlir.data.mkqa import mkqa_from_records, read_mkqa
 from mlir.data.xquad_r import XQUAD_R_LANGS, read_xquad_r, read_xquad_r_candidates, xquad_r_to_mkqa_records
-from mlir.errors import ConfigError, DataError, MlirError
 
 # ------------------------------------------------------------------------------------ XQuAD-R (real)
 

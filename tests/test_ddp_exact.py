@@ -173,7 +173,7 @@ def test_grad_cache_ddp_equals_one_process_without_grad_cache(runs):
 def _compose(*overrides: str):
     from hydra import compose, initialize_config_dir
 
-    import mlir.config  # noqa: F401  (resolvers)
+    import mlir.core.config  # noqa: F401  (resolvers)
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose(config_name="train", overrides=list(overrides), return_hydra_config=False)

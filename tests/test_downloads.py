@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from mlir.core.errors import DataError, MlirError, exit_on_user_error
 from mlir.data import download
 from mlir.data.download import LAREQA_COMMIT, LAREQA_SHA256, ensure_lareqa
 from mlir.data.xquad_r import read_xquad_r_candidates
-from mlir.errors import DataError, MlirError, exit_on_user_error
 
 # the two smallest files of each dataset keep the tests fast
 XQ_LANGS = ["de", "es"]

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mlir.errors import ConfigError, MlirError
+from mlir.core.errors import ConfigError, MlirError
 from mlir.models.dual_encoder import DualEncoder
 
 TEXTS = [

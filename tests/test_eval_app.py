@@ -14,7 +14,7 @@ from _eval_data import make_xquad_dir
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-import mlir.config  # noqa: F401  (resolvers)
+import mlir.core.config  # noqa: F401  (resolvers)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -133,7 +133,7 @@ def test_checkpoint_weights_are_evaluated(tmp_path, tiny_model_dir, synth_dir, c
     assert "avg" in capsys.readouterr().out
 
     # a checkpoint that does not fit the configured model is one readable error
-    from mlir.errors import MlirError
+    from mlir.core.errors import MlirError
 
     other = tmp_path / "other.ckpt"
     torch.save({"state_dict": {"encoder.something_else.weight": torch.zeros(2)}}, other)

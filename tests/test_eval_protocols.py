@@ -12,7 +12,7 @@ import pytest
 import torch
 from _eval_data import KeyEncoder, TableEncoder, make_xquad_dir, write_mkqa
 
-from mlir.errors import ConfigError, MlirError
+from mlir.core.errors import ConfigError, MlirError
 from mlir.eval.benchmarks import Benchmark, BenchmarkConfig, load_benchmark, mkqa_task
 from mlir.eval.encode import DistInfo, HashingEncoder, dedupe, encode_texts, shard_bounds
 from mlir.eval.runner import evaluate

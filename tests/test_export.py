@@ -10,7 +10,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-import mlir.config  # noqa: F401  (resolvers)
+import mlir.core.config  # noqa: F401  (resolvers)
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXTS = [

@@ -9,7 +9,7 @@ import lightning as L
 import pytest
 import torch
 
-from mlir.errors import ConfigError
+from mlir.core.errors import ConfigError
 from mlir.models.dual_encoder import DualEncoder
 from mlir.models.grad_cache import GradCache, plan_chunks
 from mlir.models.loss import InfoNCELoss

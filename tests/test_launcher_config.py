@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-import mlir.config  # noqa: F401  (resolvers, the SLURM schema)
+import mlir.core.config  # noqa: F401  (resolvers, the SLURM schema)
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mlir.errors import ConfigError
+from mlir.core.errors import ConfigError
 from mlir.models.loss import InfoNCELoss
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlir.errors import DataError, MlirError
+from mlir.core.errors import DataError, MlirError
 from mlir.models import me5_offline
 from mlir.models.me5_offline import (
     MARKER_FILE,

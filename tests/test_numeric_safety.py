@@ -9,11 +9,11 @@ import pytest
 import torch
 from _reliability import make_cfg, write_corpus
 
-import mlir.config  # noqa: F401  (resolvers)
+import mlir.core.config  # noqa: F401  (resolvers)
 from mlir.cli import run_main
-from mlir.errors import ConfigError
+from mlir.core.errors import ConfigError
 from mlir.models.loss import InfoNCELoss
-from mlir.train import preflight, train
+from mlir.training.pipeline import preflight, train
 
 
 @pytest.fixture(scope="module")

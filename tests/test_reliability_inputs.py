@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from mlir.checkpoint import check_fits, load_checkpoint, load_module_weights
+from mlir.core.errors import ConfigError, DataError, MlirError
 from mlir.data.corpus import ParallelCorpus
 from mlir.data.io import iter_jsonl
 from mlir.data.jsonl import check_negatives, normalize_lang, read_jsonl
-from mlir.errors import ConfigError, DataError, MlirError
+from mlir.training.checkpoint import check_fits, load_checkpoint, load_module_weights
 
 
 def _write(path: Path, rows: list[dict]) -> Path:

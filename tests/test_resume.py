@@ -179,7 +179,7 @@ def test_rng_states_survive_weights_only_and_restore_exactly(tmp_path):
 
     import numpy as np
 
-    from mlir.resume import collect_rng_states, restore_rng_states
+    from mlir.training.resume import collect_rng_states, restore_rng_states
 
     torch.manual_seed(3), np.random.seed(4), random.seed(5)
     np.random.standard_normal()  # leaves a cached gaussian in numpy's state
@@ -194,7 +194,7 @@ def test_rng_states_survive_weights_only_and_restore_exactly(tmp_path):
 
 
 def test_atomic_save_killed_mid_write_keeps_previous_checkpoint(tmp_path):
-    from mlir.checkpoint_io import AtomicCheckpointIO
+    from mlir.training.checkpoint_io import AtomicCheckpointIO
 
     io, path = AtomicCheckpointIO(), tmp_path / "last.ckpt"
     io.save_checkpoint({"global_step": 1, "w": torch.ones(1000)}, path)
@@ -202,7 +202,7 @@ def test_atomic_save_killed_mid_write_keeps_previous_checkpoint(tmp_path):
     pid = os.fork()
     if pid == 0:  # child: the process dies halfway through writing the next checkpoint
         try:
-            import mlir.checkpoint_io as cio
+            import mlir.training.checkpoint_io as cio
 
             def dying_save(obj, f):
                 f.write(b"PK\x03\x04 half a checkpoint")
@@ -226,7 +226,7 @@ def test_atomic_save_killed_mid_write_keeps_previous_checkpoint(tmp_path):
 def test_checkpoints_with_omegaconf_values_load_weights_only(tmp_path):
     from omegaconf import OmegaConf
 
-    from mlir.checkpoint_io import AtomicCheckpointIO
+    from mlir.training.checkpoint_io import AtomicCheckpointIO
 
     sd = torch.nn.Linear(2, 2).state_dict()
     ckpt = {"state_dict": sd, "hyper_parameters": {"grad_cache": OmegaConf.create({"chunk_size": None})}}
@@ -251,8 +251,8 @@ def _cfg(run_dir: Path, log_dir: Path, ckpt):
 
 
 def test_ckpt_path_last_and_run_dirs(tmp_path, caplog):
-    from mlir.errors import ConfigError
-    from mlir.train import resolve_ckpt_path
+    from mlir.core.errors import ConfigError
+    from mlir.training.pipeline import resolve_ckpt_path
 
     logs = tmp_path / "logs"
     old = logs / "train" / "runs" / "2026-01-01_00-00-00"

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
+from mlir.core.errors import ConfigError
 from mlir.data.corpus import ParallelCorpus
-from mlir.errors import ConfigError
 from mlir.preview_batches import preview_records
 from mlir.sampling import HybridBatchSampler
 

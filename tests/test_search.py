@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mlir.errors import ConfigError
+from mlir.core.errors import ConfigError
 from mlir.eval import search
 from mlir.eval.search import relevant_ranks, relevant_ranks_flat, resolve_device, topk
 

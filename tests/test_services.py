@@ -12,7 +12,7 @@ import pytest
 import torch
 from _reliability import env, train_cmd, train_overrides, write_corpus
 
-from mlir.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError
+from mlir.training.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError
 
 FAKE_KEY = "f00dfeedf00dfeedf00dfeedf00dfeedf00dfeed"  # 40 hex characters, like a real W&B key
 
@@ -106,7 +106,7 @@ def _failing_save(after_bytes: int, err: int = errno.ENOSPC):
 
 
 def test_full_disk_keeps_previous_checkpoint_and_says_so_in_one_line(tmp_path, monkeypatch):
-    import mlir.checkpoint_io as cio
+    import mlir.training.checkpoint_io as cio
 
     io, path = AtomicCheckpointIO(), tmp_path / "checkpoints" / "last.ckpt"
     io.save_checkpoint({"global_step": 1, "w": torch.ones(10)}, path)
@@ -127,9 +127,9 @@ def test_full_disk_during_training_is_one_line_exit_2(tmp_path, corpus, tiny_mod
     """Through the Trainer: the 2nd checkpoint write fails; the first stays loadable."""
     from _reliability import make_cfg
 
-    import mlir.checkpoint_io as cio
+    import mlir.training.checkpoint_io as cio
     from mlir.cli import run_main
-    from mlir.train import train
+    from mlir.training.pipeline import train
 
     monkeypatch.setenv("MLIR_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -158,7 +158,7 @@ def test_full_disk_during_training_is_one_line_exit_2(tmp_path, corpus, tiny_mod
 
 
 def test_other_write_errors_are_reported_too(tmp_path, monkeypatch):
-    import mlir.checkpoint_io as cio
+    import mlir.training.checkpoint_io as cio
 
     monkeypatch.setattr(cio.torch, "save", _failing_save(0, errno.EIO))
     with pytest.raises(CheckpointWriteError, match="cannot write checkpoint"):
@@ -191,9 +191,9 @@ def test_remote_code_is_off_unless_asked_for(tiny_model_dir, monkeypatch):
 
 
 def test_module_checkpoints_load_weights_only(tmp_path, tiny_model_dir):
-    """mlir.checkpoint refuses pickled code: a checkpoint holding an arbitrary object is an MlirError."""
-    from mlir.checkpoint import load_checkpoint
-    from mlir.errors import MlirError
+    """mlir.training.checkpoint refuses pickled code: a checkpoint holding an arbitrary object is an MlirError."""
+    from mlir.core.errors import MlirError
+    from mlir.training.checkpoint import load_checkpoint
 
     class Evil:
         def __reduce__(self):

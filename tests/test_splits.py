@@ -9,9 +9,9 @@ from functools import partial
 import numpy as np
 import pytest
 
+from mlir.core.errors import ConfigError
 from mlir.data.corpus import ParallelCorpus
 from mlir.data.splits import PARTS, filter_langs, group_rows, plan_from_config, plan_split, split_corpus
-from mlir.errors import ConfigError
 
 LANGS = ("ar", "de", "en", "zh")
 

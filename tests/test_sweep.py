@@ -67,7 +67,7 @@ def _all_dirs(root: Path) -> set[Path]:
 @pytest.mark.slow
 def test_alpha_sweep_multirun_and_report(tmp_path, toy_data):
     """python train.py -m sampler.alpha=0,0.5,1 (W&B offline, two benchmarks), then mlir.report."""
-    from mlir.logging import read_wandb_run
+    from mlir.core.logging import read_wandb_run
     from mlir.report import build_report, main
 
     sweep = tmp_path / "logs" / "multiruns" / "toy_sweep"

@@ -11,8 +11,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
-import mlir.config  # noqa: F401
-from mlir.train import train
+import mlir.core.config  # noqa: F401
+from mlir.training.pipeline import train
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = str(ROOT / "conf")

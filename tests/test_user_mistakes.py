@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from _reliability import ROOT, env
 
-from mlir.errors import ConfigError
+from mlir.core.errors import ConfigError
 
 TYPOS = [
     ("group-option", ["sampler=hybird"], "sampler", "did you mean hybrid?"),
@@ -72,7 +72,7 @@ def test_help_still_works(tmp_path):
 
 
 def test_output_dir_check(tmp_path):
-    from mlir.config import check_output_dir
+    from mlir.core.config import check_output_dir
 
     check_output_dir(tmp_path / "new" / "deeper")  # creatable
     (tmp_path / "f").write_text("")

@@ -11,8 +11,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
-import mlir.config  # noqa: F401  (resolvers)
-from mlir.logging import metric_history, read_wandb_run, redact, sampler_kind, wandb_run_identity
+import mlir.core.config  # noqa: F401  (resolvers)
+from mlir.core.logging import metric_history, read_wandb_run, redact, sampler_kind, wandb_run_identity
 from mlir.utils.hydra_ddp import finish_wandb
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +44,7 @@ def test_redact_hides_credentials_but_not_token_budgets():
 @pytest.mark.slow
 def test_offline_run_has_config_curves_heatmap_and_sweep_group(tmp_path, tiny_model_dir, monkeypatch):
     """train() as job 3 of a multirun with logger=wandb: read the offline run file back."""
-    from mlir.train import train
+    from mlir.training.pipeline import train
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_API_KEY", "")  # never online from a test

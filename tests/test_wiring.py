@@ -63,7 +63,7 @@ def _datamodule(factory, **kw) -> RetrievalDataModule:
 
 
 def test_check_data_preview_and_loader_share_one_sampler():
-    from mlir.train import check_data
+    from mlir.training.pipeline import check_data
 
     factory = _CountingFactory(alpha=0.5)
     dm = _datamodule(factory)
@@ -106,7 +106,7 @@ def test_linear_schedule_length(configured, limits, expected):
 
 
 def test_linear_schedule_without_any_length_is_a_config_error():
-    from mlir.errors import ConfigError
+    from mlir.core.errors import ConfigError
 
     dm = _datamodule(partial(HybridBatchSampler, **LINEAR))
     with pytest.raises(ConfigError) as e:

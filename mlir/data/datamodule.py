@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from mlir.core.errors import ConfigError
 from mlir.data.corpus import ParallelCorpus
 from mlir.data.jsonl import check_negatives, normalize_lang
-from mlir.errors import ConfigError
 from mlir.sampling import CROSS, MONO
 from mlir.sampling.options import positive_int
 

@@ -29,9 +29,9 @@ from pathlib import Path
 from urllib.error import URLError
 from urllib.request import urlopen
 
+from mlir.core.errors import DataError, MlirError, exit_on_user_error
+from mlir.core.paths import default_cache_dir, default_data_dir
 from mlir.data.io import atomic_path, iter_jsonl, verify_sha256
-from mlir.errors import DataError, MlirError, exit_on_user_error
-from mlir.paths import default_cache_dir, default_data_dir
 
 # "Changed mlqa-dev-r to mlqa-dev" (2020-04-24): the last commit with both xquad-r/ and mlqa-r/
 # (b91469b removed MLQA-R; xquad-r/*.json are unchanged on master since).
@@ -173,7 +173,7 @@ def ensure_xquad_r(
 ) -> Path:
     """Return ``data_dir/xquad-r`` with the given languages, fetched (pinned, checked) when missing.
 
-    ``data_dir`` defaults to :func:`mlir.paths.default_data_dir`; see :func:`ensure_lareqa`.
+    ``data_dir`` defaults to :func:`mlir.core.paths.default_data_dir`; see :func:`ensure_lareqa`.
     """
     root = Path(data_dir) if data_dir is not None else Path(default_data_dir())
     return ensure_lareqa("xquad-r", root / "xquad-r", langs, verify=verify, timeout=timeout)

@@ -1,6 +1,6 @@
 """Safe readers and atomic writers shared by every data module.
 
-Every failure caused by a bad input file becomes one :class:`~mlir.errors.DataError` whose ``where``
+Every failure caused by a bad input file becomes one :class:`~mlir.core.errors.DataError` whose ``where``
 names the file and the line (``path:line``) or, for whole-file JSON, the line and column, so that a
 user can open the file at the right place. Writers go through a temporary file in the destination
 directory and ``os.replace`` so a crash or an error never leaves a half-written output behind.
@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from mlir.errors import DataError
+from mlir.core.errors import DataError
 
 GZIP_MAGIC = b"\x1f\x8b"
 

@@ -37,10 +37,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mlir.core.errors import ConfigError, DataError
+from mlir.core.paths import default_cache_dir
 from mlir.data.corpus import ParallelCorpus, corpus_features
 from mlir.data.io import atomic_path, iter_jsonl
-from mlir.errors import ConfigError, DataError
-from mlir.paths import default_cache_dir
 
 log = logging.getLogger(__name__)
 REQUIRED = ("id", "lang", "query", "positive")

@@ -23,10 +23,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mlir.core.errors import ConfigError, DataError
 from mlir.data.download import MKQA_SHA256, MKQA_URL, download_mkqa
 from mlir.data.io import iter_jsonl, verify_sha256
 from mlir.data.xquad_r import xquad_r_to_mkqa_records
-from mlir.errors import ConfigError, DataError
 
 __all__ = [
     "MKQA_LANGS",

@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from mlir.core.errors import ConfigError
 from mlir.data.corpus import ParallelCorpus
-from mlir.errors import ConfigError
 
 SPLIT_KEYS = ("n_folds", "fold", "n_test_groups", "test_fraction", "n_dev_groups", "dev_fraction", "seed")
 RENAMED = {"n_eval_groups": "n_test_groups", "eval_fraction": "test_fraction"}

@@ -47,9 +47,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mlir.core.errors import ConfigError, DataError
 from mlir.data.corpus import ParallelCorpus
 from mlir.data.io import read_json_file
-from mlir.errors import ConfigError, DataError
 
 XQUAD_R_LANGS = ("ar", "de", "el", "en", "es", "hi", "ru", "th", "tr", "vi", "zh")
 REFERENCE_LANG = "en"

@@ -10,7 +10,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from mlir.errors import ConfigError
+from mlir.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def build_encoder(cfg: DictConfig) -> tuple[Any, str]:
 
     With ``ckpt_path`` the whole ``RetrieverModule`` is instantiated from the model config (the
     checkpoint's own run config when it has one and ``eval.model_from_run``) and its weights are loaded
-    with ``torch.load(weights_only=True)`` (:func:`mlir.checkpoint.load_module_weights`): a checkpoint
+    with ``torch.load(weights_only=True)`` (:func:`mlir.training.checkpoint.load_module_weights`): a checkpoint
     cannot run code, and a model/config mismatch is one readable error. Without it, ``model.encoder`` is
     instantiated directly (a hub name, a local HF directory, or the offline/tiny aliases).
     """
@@ -69,7 +69,7 @@ def build_encoder(cfg: DictConfig) -> tuple[Any, str]:
         if run_cfg is not None:
             log.info("model config taken from the checkpoint's run (%s)", path.parent.parent / ".hydra")
             model_cfg = run_cfg.model
-    from mlir.checkpoint import load_module_weights
+    from mlir.training.checkpoint import load_module_weights
 
     module = hydra.utils.instantiate(model_cfg)
     load_module_weights(module, path)

@@ -23,7 +23,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from mlir.errors import ConfigError
+from mlir.core.errors import ConfigError
 from mlir.eval.benchmarks import Benchmark, load_benchmarks
 from mlir.eval.encode import DistInfo
 from mlir.eval.report_table import format_table, heatmap_figure, table_rows, write_json_atomic

@@ -42,7 +42,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from mlir.errors import ConfigError
+from mlir.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from mlir.errors import ConfigError
+from mlir.core.errors import ConfigError
 
 SETTINGS = ("mono", "cross", "multi")
 

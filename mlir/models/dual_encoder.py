@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mlir.errors import ConfigError, MlirError
+from mlir.core.errors import ConfigError, MlirError
 from mlir.models.bucketing import attention_width, plan_sub_batches
 from mlir.models.tiny import TINY_RANDOM, build_tiny_model
 
@@ -38,7 +38,7 @@ def resolve_model_path(name_or_path: str, cache_dir: str | None = None) -> str:
 
         return str(build_me5_small_offline(cache_dir))
     if name_or_path == TINY_RANDOM:
-        from mlir.paths import default_cache_dir
+        from mlir.core.paths import default_cache_dir
 
         return str(build_tiny_model(Path(cache_dir or default_cache_dir()) / TINY_RANDOM))
     return name_or_path

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mlir.errors import ConfigError
+from mlir.core.errors import ConfigError
 
 
 @dataclass(frozen=True)

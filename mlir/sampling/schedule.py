@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mlir.errors import ConfigError
+from mlir.core.errors import ConfigError
 
 SCHEDULES = ("constant", "linear")
 

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mlir.completed import MARKER
+from mlir.training.completed import MARKER
 
 RECORD_FILES = ("metrics.json", "per_query.npz", MARKER, "multirun.yaml")
 RECORD_GLOBS = (".hydra/config.yaml", ".hydra/overrides.yaml", "*.log")

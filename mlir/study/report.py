@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from mlir.errors import ConfigError, MlirError
+from mlir.core.errors import ConfigError, MlirError
 from mlir.study import stats
 from mlir.study.runs import (
     BASELINES,

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlir.errors import ConfigError
+from mlir.core.errors import ConfigError
 from mlir.eval.benchmarks.registry import get_type
 from mlir.eval.tasks import SETTINGS
 

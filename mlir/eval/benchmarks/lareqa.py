@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mlir.core.errors import ConfigError
 from mlir.data.xquad_r import XquadR, read_xquad_r_candidates
-from mlir.errors import ConfigError
 from mlir.eval.benchmarks.config import CANDIDATE_MODES, BenchmarkConfig
 from mlir.eval.benchmarks.registry import register_type
 from mlir.eval.benchmarks.split import eval_groups

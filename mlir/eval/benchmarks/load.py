@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mlir.errors import ConfigError
+from mlir.core.errors import ConfigError
 from mlir.eval.benchmarks.config import BenchmarkConfig, plain
 from mlir.eval.benchmarks.registry import get_type
 from mlir.eval.tasks import RetrievalTask

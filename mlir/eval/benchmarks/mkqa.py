@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mlir.core.errors import ConfigError
 from mlir.data.mkqa import MkqaData, read_mkqa
-from mlir.errors import ConfigError
 from mlir.eval.benchmarks.config import BenchmarkConfig
 from mlir.eval.benchmarks.registry import register_type
 from mlir.eval.tasks import LangQueries, Relevance, RetrievalTask

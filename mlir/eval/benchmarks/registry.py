@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from mlir.errors import ConfigError
+from mlir.core.errors import ConfigError
 
 if TYPE_CHECKING:
     from mlir.eval.benchmarks.config import BenchmarkConfig

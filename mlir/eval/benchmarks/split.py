@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from mlir.core.errors import ConfigError
 from mlir.data.splits import PARTS, plan_from_config
-from mlir.errors import ConfigError
 from mlir.eval.benchmarks.config import BenchmarkConfig
 
 

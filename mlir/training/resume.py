@@ -33,7 +33,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from mlir.errors import ConfigError
+from mlir.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class LastCheckpoint(L.Callback):
       the run (e.g. ``max_steps`` mid-epoch), so ``last.ckpt`` could lag behind the returned model.
     * **SIGTERM** (SLURM pre-emption, ``scancel``, Kubernetes, submitit): Lightning finishes the batch
       and raises ``SIGTERMException`` but saves nothing; this saves ``last.ckpt`` (with sampler and RNG
-      states, atomically) and ``mlir.train`` exits with :data:`PREEMPTED_EXIT_CODE`. The requeued job
+      states, atomically) and ``mlir.training.pipeline`` exits with :data:`PREEMPTED_EXIT_CODE`. The requeued job
       continues exactly with ``python train.py <same overrides> ckpt_path=last hydra.run.dir=<run dir>``.
     * **Other listed signals** (default: submitit's time-limit signal ``SIGUSR2``) are re-sent as SIGTERM,
       so Lightning's DDP-aware handling applies and ``last.ckpt`` is saved at the next batch boundary;

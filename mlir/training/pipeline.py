@@ -7,8 +7,8 @@ The thin ``train.py`` at the repository root is the Hydra entry point; its comma
 Reliability (docs/reliability.md): cheap config checks run before Lightning is even imported, and the
 data and a resume checkpoint are checked before any logger, trainer or tokeniser starts, so a user's
 mistake is one line within seconds and leaves no output behind. Checkpoints are written atomically
-(:mod:`mlir.checkpoint_io`), carry the sampler and RNG states (:mod:`mlir.resume`) and load with
-``weights_only=True``; SIGTERM saves ``last.ckpt`` and exits cleanly (:class:`mlir.resume.LastCheckpoint`).
+(:mod:`mlir.training.checkpoint_io`), carry the sampler and RNG states (:mod:`mlir.training.resume`) and load with
+``weights_only=True``; SIGTERM saves ``last.ckpt`` and exits cleanly (:class:`mlir.training.resume.LastCheckpoint`).
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-import mlir.config  # noqa: F401  (registers resolvers)
-from mlir.errors import ConfigError
-from mlir.logging import redact, warn_once
+import mlir.core.config  # noqa: F401  (registers resolvers)
+from mlir.core.errors import ConfigError
+from mlir.core.logging import redact, warn_once
 
 if TYPE_CHECKING:  # lightning is imported lazily: config errors must not wait ~10 s for it
     import lightning as L
@@ -121,11 +121,11 @@ def build(cfg: DictConfig, ckpt_path: str | None = None) -> tuple[Any, Any, Any]
     """
     import lightning as L
 
-    from mlir.checkpoint import check_fits
+    from mlir.training.checkpoint import check_fits
     from mlir.utils.hydra_ddp import install as install_hydra_ddp
 
     install_hydra_ddp()  # DDP ranks re-run *this* job in *its* directory, also in a multirun
-    from mlir.checkpoint_io import AtomicCheckpointIO
+    from mlir.training.checkpoint_io import AtomicCheckpointIO
 
     module = hydra.utils.instantiate(cfg.model)
     sampler = hydra.utils.instantiate(cfg.sampler)
@@ -139,7 +139,7 @@ def build(cfg: DictConfig, ckpt_path: str | None = None) -> tuple[Any, Any, Any]
         callbacks = [c for c in callbacks if not isinstance(c, L.pytorch.callbacks.LearningRateMonitor)]
     # GradCache (manual optimisation): the module clips itself, the trainer must not (see trainer_overrides)
     overrides = module.trainer_overrides(cfg.trainer) if hasattr(module, "trainer_overrides") else {}
-    if not cfg.trainer.get("plugins"):  # atomic, fsynced checkpoint files (mlir.checkpoint_io)
+    if not cfg.trainer.get("plugins"):  # atomic, fsynced checkpoint files (mlir.training.checkpoint_io)
         overrides.setdefault("plugins", [AtomicCheckpointIO()])
     trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **overrides)
     return module, datamodule, trainer
@@ -176,7 +176,7 @@ def preflight(cfg: DictConfig) -> str | None:
     """
     import math
 
-    mlir.config.validate(cfg)
+    mlir.core.config.validate(cfg)
     name = OmegaConf.select(cfg, "model.encoder.name_or_path", default=None)
     if isinstance(name, str) and name.startswith(("/", ".", "~")) and not Path(name).expanduser().exists():
         raise ConfigError(f"model directory '{name}' does not exist", where="model.encoder.name_or_path")
@@ -185,7 +185,7 @@ def preflight(cfg: DictConfig) -> str | None:
         raise ConfigError(
             f"must be a finite number >= 0 (0 or null = off), got {clip}", where="trainer.gradient_clip_val"
         )
-    mlir.config.check_output_dir(OmegaConf.select(cfg, "paths.output_dir", default=None))
+    mlir.core.config.check_output_dir(OmegaConf.select(cfg, "paths.output_dir", default=None))
     return resolve_ckpt_path(cfg) if cfg.get("train", True) else None
 
 
@@ -213,11 +213,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (unless ``train=false``), then evaluate the best checkpoint (unless ``test=false``).
 
     With ``skip_completed=true`` a job that already finished with the same config (its ``done.json``,
-    :mod:`mlir.completed`) returns its stored metrics at once: re-running a sweep continues it.
+    :mod:`mlir.training.completed`) returns its stored metrics at once: re-running a sweep continues it.
     """
     import time
 
-    from mlir.completed import finished_metrics, mark_finished
+    from mlir.training.completed import finished_metrics, mark_finished
 
     if cfg.get("skip_completed") and (done := finished_metrics(cfg)) is not None:
         log.info("skipping %s: finished with this configuration (done.json)", cfg.paths.output_dir)
@@ -260,11 +260,11 @@ def fit(
     """``trainer.fit``; returns the logged scalars and the dev selection. SIGTERM exits for a requeue."""
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from mlir.resume import PREEMPTED_EXIT_CODE
+    from mlir.training.resume import PREEMPTED_EXIT_CODE
 
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, **_fit_kwargs(trainer))
-    except SIGTERMException:  # mlir.resume.LastCheckpoint saved last.ckpt; no eval, no metrics.json
+    except SIGTERMException:  # mlir.training.resume.LastCheckpoint saved last.ckpt; no eval, no metrics.json
         log.warning(
             "stopped by SIGTERM at step %d; continue with: python train.py <same overrides> ckpt_path=last "
             "hydra.run.dir=%s",
@@ -280,7 +280,7 @@ def evaluate_best(cfg: DictConfig, module: Any, trainer: Any) -> dict[str, float
     """Load the best checkpoint (when there is one), evaluate it and log the ``eval/`` metrics."""
     best = getattr(trainer.checkpoint_callback, "best_model_path", "") if trainer.checkpoint_callback else ""
     if best and Path(best).exists():
-        from mlir.checkpoint import load_module_weights
+        from mlir.training.checkpoint import load_module_weights
 
         load_module_weights(module, best)
         log.info("evaluating best checkpoint %s", best)

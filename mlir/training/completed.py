@@ -18,7 +18,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from mlir.checkpoint_io import atomic_write
+from mlir.training.checkpoint_io import atomic_write
 
 log = logging.getLogger(__name__)
 

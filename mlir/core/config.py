@@ -8,7 +8,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from mlir.paths import default_cache_dir, default_data_dir
+from mlir.core.paths import default_cache_dir, default_data_dir
 
 
 def auto_precision() -> str:
@@ -43,7 +43,7 @@ register_launcher_schemas()  # conf/hydra/launcher/submitit_slurm.yaml extends t
 
 def _number(value: Any, key: str, hint: str = "") -> float:
     """``value`` as a float, or a ConfigError naming ``key`` (``float('abc')`` would be a traceback)."""
-    from mlir.errors import ConfigError
+    from mlir.core.errors import ConfigError
 
     try:
         if isinstance(value, bool):
@@ -55,7 +55,7 @@ def _number(value: Any, key: str, hint: str = "") -> float:
 
 def check_positive(value: Any, key: str) -> float:
     """A number > 0 (a learning rate, a temperature): 0 or less fails late, deep in torch."""
-    from mlir.errors import ConfigError
+    from mlir.core.errors import ConfigError
 
     x = _number(value, key)
     if not x > 0:
@@ -65,7 +65,7 @@ def check_positive(value: Any, key: str) -> float:
 
 def check_non_negative(value: Any, key: str, hint: str = "") -> float:
     """A number >= 0 (weight decay, gradient clipping)."""
-    from mlir.errors import ConfigError
+    from mlir.core.errors import ConfigError
 
     x = _number(value, key, hint)
     if not x >= 0:
@@ -75,7 +75,7 @@ def check_non_negative(value: Any, key: str, hint: str = "") -> float:
 
 def check_max_steps(value: Any, key: str = "trainer.max_steps") -> int:
     """-1 (no limit) or > 0: ``0`` would train nothing and still exit 0 with an empty metrics.json."""
-    from mlir.errors import ConfigError
+    from mlir.core.errors import ConfigError
 
     ok = isinstance(value, int) and not isinstance(value, bool) and (value == -1 or value > 0)
     if not ok:
@@ -88,7 +88,7 @@ def check_output_dir(out: Any, key: str = "paths.output_dir") -> None:
 
     Why: otherwise the first checkpoint save fails (``NotADirectoryError``) and the training is lost.
     """
-    from mlir.errors import ConfigError
+    from mlir.core.errors import ConfigError
 
     if out in (None, ""):
         return

@@ -25,7 +25,7 @@ from typing import IO, Any
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from mlir.errors import MlirError
+from mlir.core.errors import MlirError
 
 
 class CheckpointWriteError(MlirError):

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from mlir.errors import MlirError
+from mlir.core.errors import MlirError
 
 # what ``torch.save(..., _use_new_zipfile_serialization=False)`` writes first: pickle of its magic number
 _LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."
