@@ -63,6 +63,41 @@ class TableEncoder:
         return self._enc(texts)
 
 
+class HashingEncoder:
+    """A model-free, deterministic encoder: hashed character n-gram counts, L2-normalised.
+
+    Lexical overlap is all it sees, so it is a weak but instant encoder that needs no weights, for tests
+    of the evaluation plumbing. Queries and passages share the space.
+    """
+
+    def __init__(self, dim: int = 256, ngram: tuple[int, ...] = (2, 3, 4)):
+        self.dim = int(dim)
+        self.ngram = tuple(ngram)
+        self.calls: list[tuple[str, int]] = []  # (side, number of texts), for tests of deduplication
+
+    def _one(self, text: str) -> np.ndarray:
+        v = np.zeros(self.dim, dtype=np.float32)
+        t = f" {text.lower()} "
+        for n in self.ngram:
+            for i in range(max(len(t) - n + 1, 1)):
+                h = zlib.crc32(t[i : i + n].encode("utf-8"))
+                v[h % self.dim] += 1.0 if (h >> 31) & 1 else -1.0
+        norm = float(np.linalg.norm(v))
+        return v / norm if norm > 0 else v
+
+    def _encode(self, texts: Sequence[str], side: str) -> torch.Tensor:
+        self.calls.append((side, len(texts)))
+        if not len(texts):
+            return torch.zeros(0, self.dim)
+        return torch.from_numpy(np.stack([self._one(t) for t in texts]))
+
+    def encode_queries(self, texts: Sequence[str], batch_size: int | None = None) -> torch.Tensor:
+        return self._encode(texts, "query")
+
+    def encode_passages(self, texts: Sequence[str], batch_size: int | None = None) -> torch.Tensor:
+        return self._encode(texts, "passage")
+
+
 def make_xquad_dir(
     root: Path,
     langs: Sequence[str] = ("en", "de", "zh"),

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _eval_data import KeyEncoder, TableEncoder, make_xquad_dir, write_mkqa
+from _eval_data import HashingEncoder, KeyEncoder, TableEncoder, make_xquad_dir, write_mkqa
 
 from mlir.core.errors import ConfigError, MlirError
 from mlir.eval.benchmarks import Benchmark, BenchmarkConfig, load_benchmark, mkqa_task
-from mlir.eval.encode import DistInfo, HashingEncoder, dedupe, encode_texts, shard_bounds
+from mlir.eval.encode import DistInfo, dedupe, encode_texts, shard_bounds
 from mlir.eval.runner import evaluate
 from mlir.eval.tasks import LangQueries, Relevance, RetrievalTask, language_rank_distance
 

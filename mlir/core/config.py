@@ -1,4 +1,11 @@
-"""OmegaConf resolvers used by ``conf/`` (registered on import; idempotent)."""
+"""OmegaConf resolvers used by ``conf/`` (registered on import; idempotent), and config validation.
+
+:func:`validate` checks, before any data is read or model loaded, every key it knows by calling that
+key's one validator, the same function the component using the key calls: the sampler's
+(:mod:`mlir.sampling.schedule`, :mod:`mlir.sampling.options`) and the ``check_*`` functions here for
+the trainer, optimiser, loss and output keys (e.g. :class:`~mlir.models.loss.InfoNCELoss` calls
+:func:`check_positive` for ``model.loss.temperature``).
+"""
 
 from __future__ import annotations
 

@@ -147,6 +147,64 @@ def _parse_answers(raw, where: str) -> tuple[list[MkqaAnswer], Counter]:
     return out, empty
 
 
+def _checked_record(r: dict, where: str, seen_ids: dict[str, str]) -> tuple[str, str, dict, dict]:
+    """A record's example id, English query, ``queries`` and ``answers`` objects, checked."""
+    eid = r.get("example_id")
+    if isinstance(eid, bool) or not isinstance(eid, (str, int)) or not str(eid).strip():
+        raise DataError("missing or invalid 'example_id' (string or integer)", where=where)
+    eid = str(eid)
+    if eid in seen_ids:
+        raise DataError(f"duplicate example_id {eid} (first at {seen_ids[eid]})", where=where)
+    seen_ids[eid] = where
+    queries, answers = r.get("queries"), r.get("answers")
+    if not isinstance(queries, dict):
+        raise DataError("missing 'queries' object (language -> query)", where=where)
+    if not isinstance(answers, dict):
+        raise DataError("missing 'answers' object (language -> list of answers)", where=where)
+    query = r.get("query")
+    return eid, query.strip() if isinstance(query, str) else "", queries, answers
+
+
+@dataclass
+class _Tally:
+    """What :func:`mkqa_from_records` counts: kept and dropped (question, language) pairs."""
+
+    dropped: dict[str, Counter] = field(default_factory=dict)
+    kept: Counter = field(default_factory=Counter)
+    no_answer_types: Counter = field(default_factory=Counter)
+
+    def add_language(self, ex: MkqaExample, queries: dict, answers: dict, lang: str, where: str) -> None:
+        """Put ``lang`` into ``ex`` when it has a query and an answer text; else count why not."""
+        drop = self.dropped.setdefault(lang, Counter())
+        q = queries.get(lang)
+        if q is not None and not isinstance(q, str):
+            raise DataError(
+                f"queries[{lang!r}] must be a string or null, got {type(q).__name__}", where=where
+            )
+        if q is None or not q.strip():
+            drop["missing_query"] += 1
+            return
+        raw = answers.get(lang)
+        if not raw:
+            drop["missing_answers"] += 1
+            return
+        good, empty = _parse_answers(raw, f"{where}: answers[{lang!r}]")
+        if not good:
+            drop["no_answer_text"] += 1
+            self.no_answer_types.update(empty)
+            return
+        ex.queries[lang] = q.strip()
+        ex.answers[lang] = good
+        self.kept[lang] += 1
+
+    def dropped_of(self, read: list[str], n_in: int) -> dict[str, dict[str, int]]:
+        """Per language read, the drops by reason; a record without the language misses its query."""
+        for lang in read:
+            d = self.dropped.setdefault(lang, Counter())
+            d["missing_query"] += n_in - self.kept[lang] - sum(d.values())
+        return {lang: {k: self.dropped[lang][k] for k in DROP_REASONS} for lang in read}
+
+
 def mkqa_from_records(
     records: Iterable[tuple[str, dict]] | Iterable[dict],
     langs: Sequence[str] | None = None,
@@ -158,9 +216,7 @@ def mkqa_from_records(
     """
     want = None if langs is None else list(dict.fromkeys(langs))
     examples: list[MkqaExample] = []
-    dropped: dict[str, Counter] = {}
-    kept: Counter = Counter()
-    no_answer_types: Counter = Counter()
+    tally = _Tally()
     seen_langs: set[str] = set()
     seen_ids: dict[str, str] = {}
     n_in = 0
@@ -168,44 +224,11 @@ def mkqa_from_records(
     for i, item in enumerate(records):
         where, r = item if isinstance(item, tuple) else (f"{source}[{i}]", item)
         n_in += 1
-        eid = r.get("example_id")
-        if isinstance(eid, bool) or not isinstance(eid, (str, int)) or not str(eid).strip():
-            raise DataError("missing or invalid 'example_id' (string or integer)", where=where)
-        eid = str(eid)
-        if eid in seen_ids:
-            raise DataError(f"duplicate example_id {eid} (first at {seen_ids[eid]})", where=where)
-        seen_ids[eid] = where
-        queries, answers = r.get("queries"), r.get("answers")
-        if not isinstance(queries, dict):
-            raise DataError("missing 'queries' object (language -> query)", where=where)
-        if not isinstance(answers, dict):
-            raise DataError("missing 'answers' object (language -> list of answers)", where=where)
-        query = r.get("query")
-        query = query.strip() if isinstance(query, str) else ""
+        eid, query, queries, answers = _checked_record(r, where, seen_ids)
         seen_langs.update(queries, answers)
         ex = MkqaExample(eid, query, {}, {})
         for lang in want if want is not None else sorted(set(queries) | set(answers)):
-            drop = dropped.setdefault(lang, Counter())
-            q = queries.get(lang)
-            if q is not None and not isinstance(q, str):
-                raise DataError(
-                    f"queries[{lang!r}] must be a string or null, got {type(q).__name__}", where=where
-                )
-            if q is None or not q.strip():
-                drop["missing_query"] += 1
-                continue
-            raw = answers.get(lang)
-            if not raw:
-                drop["missing_answers"] += 1
-                continue
-            good, empty = _parse_answers(raw, f"{where}: answers[{lang!r}]")
-            if not good:
-                drop["no_answer_text"] += 1
-                no_answer_types.update(empty)
-                continue
-            ex.queries[lang] = q.strip()
-            ex.answers[lang] = good
-            kept[lang] += 1
+            tally.add_language(ex, queries, answers, lang, where)
         if ex.queries:
             examples.append(ex)
         else:
@@ -216,20 +239,17 @@ def mkqa_from_records(
             raise ConfigError(
                 f"language(s) {unknown} do not occur in {source}; it has {sorted(seen_langs)}", where="langs"
             )
-    read = sorted(want if want is not None else dropped)
-    for lang in read:  # records that lack a language altogether count as missing its query
-        d = dropped.setdefault(lang, Counter())
-        d["missing_query"] += n_in - kept[lang] - sum(d.values())
+    read = sorted(want if want is not None else tally.dropped)
     return MkqaData(
         source=source,
         langs=read,
         examples=examples,
-        kept={lang: kept[lang] for lang in read},
-        dropped={lang: {k: dropped.get(lang, Counter())[k] for k in DROP_REASONS} for lang in read},
+        kept={lang: tally.kept[lang] for lang in read},
+        dropped=tally.dropped_of(read, n_in),
         meta={
             "examples_in_file": n_in,
             "examples_without_any_language": n_empty,
-            "no_answer_types": dict(sorted(no_answer_types.items())),
+            "no_answer_types": dict(sorted(tally.no_answer_types.items())),
         },
     )
 

@@ -306,17 +306,136 @@ def _check_breaks(
     return out
 
 
+def _checked_question(qa, path: Path, jq: str, seen_ids: dict[str, str]) -> tuple[str, str, list | None]:
+    """A question's id, text and ``answers`` list (``None`` when it has none), checked."""
+    _expect(qa, dict, "question", path, jq)
+    qid = qa.get("id")
+    if isinstance(qid, bool) or not isinstance(qid, (str, int)) or not str(qid).strip():
+        raise _fail("question lacks a string 'id'", path, jq)
+    qid = str(qid)
+    if qid in seen_ids:
+        raise _fail(f"duplicate question id {qid!r} (first at {seen_ids[qid]})", path, jq)
+    seen_ids[qid] = jq
+    text = qa.get("question")
+    if not isinstance(text, str) or not text.strip():
+        raise _fail("'question' is missing, empty or whitespace-only", path, jq)
+    ans = qa.get("answers")
+    return qid, text, ans if isinstance(ans, list) and ans else None
+
+
+def _checked_answers(ans: list, path: Path, jq: str) -> tuple[list[str], list[int]]:
+    """The texts and ``answer_start`` offsets of a question's answers, checked."""
+    a_texts, a_starts = [], []
+    for k, a in enumerate(ans):
+        if (
+            not isinstance(a, dict)
+            or not isinstance(a.get("text"), str)
+            or not isinstance(a.get("answer_start"), int)
+            or isinstance(a.get("answer_start"), bool)
+        ):
+            raise _fail(f"answers[{k}] must have a string 'text' and an integer 'answer_start'", path, jq)
+        a_texts.append(a["text"])
+        a_starts.append(a["answer_start"])
+    return a_texts, a_starts
+
+
+def _answer_sentence(breaks: list[tuple[int, int]], start: int, counts: Counter) -> int:
+    """The sentence whose break holds character ``start``: one in a gap goes to the next sentence, one
+    past the last sentence to the last one (both counted as ``answer_start_snapped``)."""
+    k = bisect.bisect_right([e for _, e in breaks], start)  # first sentence ending after start
+    if k >= len(breaks):
+        k = len(breaks) - 1
+        counts["answer_start_snapped"] += 1
+    elif start < breaks[k][0]:
+        counts["answer_start_snapped"] += 1
+    return k
+
+
+@dataclass
+class _FileParse:
+    """One file's parse in progress: per-question and per-candidate columns (file order) and counts."""
+
+    path: Path
+    strict: bool
+    counts: Counter = field(default_factory=Counter)
+    mismatches: list[str] = field(default_factory=list)
+    seen_ids: dict[str, str] = field(default_factory=dict)
+    n_par: int = 0
+    # per question
+    ids: list[str] = field(default_factory=list)
+    questions: list[str] = field(default_factory=list)
+    answers: list[list[str]] = field(default_factory=list)
+    starts: list[list[int]] = field(default_factory=list)
+    q_article: list[int] = field(default_factory=list)
+    q_par: list[int] = field(default_factory=list)
+    relevant: list[int] = field(default_factory=list)
+    # per candidate sentence
+    sentences: list[str] = field(default_factory=list)
+    contexts: list[str] = field(default_factory=list)
+    c_article: list[int] = field(default_factory=list)
+    c_par: list[int] = field(default_factory=list)
+
+    def paragraph(self, p, jp: str, ai: int, article: _Article) -> None:
+        """Add paragraph ``p`` of article ``ai``: its sentences as candidates, then its questions."""
+        path = self.path
+        _expect(p, dict, "paragraph", path, jp)
+        ctx = _expect(p.get("context"), str, "'context'", path, jp)
+        breaks = _check_breaks(p, path, jp, self.strict, self.mismatches)
+        first_cand = len(self.sentences)
+        self.sentences.extend(_clean(x) for x in p["sentences"])
+        self.contexts.extend([_clean(ctx)] * len(breaks))
+        self.c_article.extend([ai] * len(breaks))
+        self.c_par.extend([self.n_par] * len(breaks))
+        for qi, qa in enumerate(_expect(p.get("qas", []), list, "'qas'", path, jp)):
+            jq = f"{jp}.qas[{qi}]"
+            qid, text, ans = _checked_question(qa, path, jq, self.seen_ids)
+            if ans is None:
+                self.counts["questions_without_answer"] += 1
+                continue
+            a_texts, a_starts = _checked_answers(ans, path, jq)
+            st = a_starts[0]
+            if not 0 <= st < len(ctx):
+                self.counts["questions_skipped"] += 1
+                continue
+            if ctx[st : st + len(a_texts[0])] != a_texts[0]:
+                self.counts["answer_text_offset_mismatch"] += 1
+            k = _answer_sentence(breaks, st, self.counts)
+            self.ids.append(qid)
+            self.questions.append(_clean(text))
+            self.answers.append([_clean(a) for a in a_texts])
+            self.starts.append(a_starts)
+            self.q_article.append(ai)
+            self.q_par.append(self.n_par)
+            self.relevant.append(first_cand + k)
+            article.ids.append(qid)
+        self.n_par += 1
+
+    def language(self, lang: str) -> XquadRLang:
+        """The columns as an :class:`XquadRLang` (groups are assigned later, by :func:`_assign_groups`)."""
+        return XquadRLang(
+            lang=lang,
+            path=str(self.path),
+            ids=self.ids,
+            questions=self.questions,
+            answers=self.answers,
+            answer_starts=self.starts,
+            groups=[],
+            relevant=np.asarray(self.relevant, dtype=np.int64),
+            sentences=self.sentences,
+            contexts=self.contexts,
+            candidate_groups=[],
+            candidate_paragraph=np.asarray(self.c_par, dtype=np.int64),
+            question_paragraph=np.asarray(self.q_par, dtype=np.int64),
+        )
+
+
 def _parse_file(path: Path, lang: str, strict: bool) -> _Parsed:
+    """Read and validate one ``{lang}.json``: articles, candidates and questions in file order."""
     doc = read_json_file(path)
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
         raise DataError("expected a SQuAD-format object with a 'data' list", where=str(path))
-    counts: Counter = Counter()
-    mismatches: list[str] = []
+    parse = _FileParse(path, strict)
     articles: list[_Article] = []
-    ids, questions, answers, starts, q_article, q_par, relevant = [], [], [], [], [], [], []
-    sentences, contexts, c_article, c_par = [], [], [], []
-    seen_ids: dict[str, str] = {}
-    n_par = 0
     for ai, art in enumerate(doc["data"]):
         ja = f"data[{ai}]"
         _expect(art, dict, "article", path, ja)
@@ -325,85 +444,19 @@ def _parse_file(path: Path, lang: str, strict: bool) -> _Parsed:
         article = _Article(title, [])
         articles.append(article)
         for pi, p in enumerate(_expect(art.get("paragraphs"), list, "'paragraphs'", path, ja)):
-            jp = f"{ja}.paragraphs[{pi}]"
-            _expect(p, dict, "paragraph", path, jp)
-            ctx = _expect(p.get("context"), str, "'context'", path, jp)
-            breaks = _check_breaks(p, path, jp, strict, mismatches)
-            first_cand = len(sentences)
-            sentences.extend(_clean(x) for x in p["sentences"])
-            contexts.extend([_clean(ctx)] * len(breaks))
-            c_article.extend([ai] * len(breaks))
-            c_par.extend([n_par] * len(breaks))
-            ends = [e for _, e in breaks]
-            for qi, qa in enumerate(_expect(p.get("qas", []), list, "'qas'", path, jp)):
-                jq = f"{jp}.qas[{qi}]"
-                _expect(qa, dict, "question", path, jq)
-                qid = qa.get("id")
-                if isinstance(qid, bool) or not isinstance(qid, (str, int)) or not str(qid).strip():
-                    raise _fail("question lacks a string 'id'", path, jq)
-                qid = str(qid)
-                if qid in seen_ids:
-                    raise _fail(f"duplicate question id {qid!r} (first at {seen_ids[qid]})", path, jq)
-                seen_ids[qid] = jq
-                text = qa.get("question")
-                if not isinstance(text, str) or not text.strip():
-                    raise _fail("'question' is missing, empty or whitespace-only", path, jq)
-                ans = qa.get("answers")
-                if not isinstance(ans, list) or not ans:
-                    counts["questions_without_answer"] += 1
-                    continue
-                a_texts, a_starts = [], []
-                for k, a in enumerate(ans):
-                    if (
-                        not isinstance(a, dict)
-                        or not isinstance(a.get("text"), str)
-                        or not isinstance(a.get("answer_start"), int)
-                        or isinstance(a.get("answer_start"), bool)
-                    ):
-                        raise _fail(
-                            f"answers[{k}] must have a string 'text' and an integer 'answer_start'", path, jq
-                        )
-                    a_texts.append(a["text"])
-                    a_starts.append(a["answer_start"])
-                st = a_starts[0]
-                if not 0 <= st < len(ctx):
-                    counts["questions_skipped"] += 1
-                    continue
-                if ctx[st : st + len(a_texts[0])] != a_texts[0]:
-                    counts["answer_text_offset_mismatch"] += 1
-                k = bisect.bisect_right(ends, st)  # first sentence ending after st
-                if k >= len(breaks):
-                    k = len(breaks) - 1
-                    counts["answer_start_snapped"] += 1
-                elif st < breaks[k][0]:
-                    counts["answer_start_snapped"] += 1
-                ids.append(qid)
-                questions.append(_clean(text))
-                answers.append([_clean(a) for a in a_texts])
-                starts.append(a_starts)
-                q_article.append(ai)
-                q_par.append(n_par)
-                relevant.append(first_cand + k)
-                article.ids.append(qid)
-            n_par += 1
-    counts["articles"] = len(articles)
-    counts["paragraphs"] = n_par
-    d = XquadRLang(
-        lang=lang,
-        path=str(path),
-        ids=ids,
-        questions=questions,
-        answers=answers,
-        answer_starts=starts,
-        groups=[],
-        relevant=np.asarray(relevant, dtype=np.int64),
-        sentences=sentences,
-        contexts=contexts,
-        candidate_groups=[],
-        candidate_paragraph=np.asarray(c_par, dtype=np.int64),
-        question_paragraph=np.asarray(q_par, dtype=np.int64),
+            parse.paragraph(p, f"{ja}.paragraphs[{pi}]", ai, article)
+    parse.counts["articles"] = len(articles)
+    parse.counts["paragraphs"] = parse.n_par
+    return _Parsed(
+        lang,
+        str(path),
+        articles,
+        parse.q_article,
+        parse.language(lang),
+        parse.c_article,
+        parse.counts,
+        parse.mismatches,
     )
-    return _Parsed(lang, str(path), articles, q_article, d, c_article, counts, mismatches)
 
 
 def _titles_of_reference(ref: _Parsed | None) -> dict[str, str]:

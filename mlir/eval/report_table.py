@@ -2,6 +2,8 @@
 
 Everything here is derived from the ``{benchmark}/{setting}/{metric}[/{lang}]`` keys that
 :func:`mlir.eval.runner.evaluate` returns, so a ``metrics.json`` written by any run can be re-tabled.
+Not the study's report (``python -m mlir.report``, :mod:`mlir.study.report`): these are the tables
+of one evaluation, printed by ``eval.py`` and logged by the periodic evaluation callback.
 """
 
 from __future__ import annotations

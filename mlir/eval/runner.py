@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -128,12 +128,128 @@ def _relevant_scores(q: torch.Tensor, d: torch.Tensor, rel: Sequence[np.ndarray]
     return np.split(s, np.cumsum(lens)[:-1])
 
 
+View = tuple[str, str, SettingQueries, str]  # (setting, key, view, searched: a language or "*")
+
+
+def _task_views(
+    task: RetrievalTask, settings: Sequence[str], pairs: Sequence[tuple[str, str]] | None
+) -> list[View]:
+    """Every view of the task to score, with the documents it searches (one language, or the pool)."""
+    views: list[View] = []
+    if "mono" in settings:
+        views += [("mono", x, task.view(x, [x]), x) for x in task.langs]
+    if "cross" in settings:
+        pairs = list(pairs) if pairs is not None else task.cross_pairs()
+        views += [("cross", f"{x}-{y}", task.view(x, [y]), y) for x, y in pairs]
+    if "multi" in settings:
+        views += [("multi", x, task.view(x, task.langs), "*") for x in task.langs]
+    return views
+
+
+def _rank_views(
+    views: list[View],
+    queries_of: Callable[[str], torch.Tensor],
+    docs_of: Callable[[str], torch.Tensor],
+    device: Any,
+) -> dict[int, list[np.ndarray]]:
+    """Relevant ranks of every view (by position), views searching the same documents ranked together."""
+    ranks: dict[int, list[np.ndarray]] = {}
+    for searched in dict.fromkeys(v[3] for v in views):
+        idx = [i for i, v in enumerate(views) if v[3] == searched]
+        d = docs_of(searched)
+        jobs = [(views[i][2], queries_of(views[i][2].q_lang), d) for i in idx]
+        for i, r in zip(idx, _rank_jobs(jobs, device)):
+            ranks[i] = r
+    return ranks
+
+
+def _per_query_entry(
+    task: RetrievalTask, setting: str, key: str, view: SettingQueries, per_query: dict[str, np.ndarray]
+) -> dict[str, Any]:
+    """One view's per-query metrics with its query ids and languages (see :mod:`mlir.eval.per_query`)."""
+    d_lang = key.split("-", 1)[1] if setting == "cross" else ("*" if setting == "multi" else key)
+    return {
+        "benchmark": task.name,
+        "setting": setting,
+        "q_lang": view.q_lang,
+        "d_lang": d_lang,
+        "qid": [str(task.query_ids[i]) for i in view.qids],
+        "metrics": per_query,
+    }
+
+
+def _view_counts(view: SettingQueries, per_query: dict[str, np.ndarray]) -> dict[str, int]:
+    """A view's query counts; with a rank distance, how many queries have none (relevant documents in
+    fewer than two languages)."""
+    out = {"queries": len(view.rows), "dropped": view.dropped, "merged": view.merged}
+    if "rank_distance" in per_query:
+        out["rank_distance_undefined"] = int(np.isnan(per_query["rank_distance"]).sum())
+    return out
+
+
+def _setting_keys(name: str, per_lang: dict[str, dict[str, dict[str, float]]]) -> dict[str, float]:
+    """Per-language keys, each setting's macro average over languages, and their mean (``avg``)."""
+    out: dict[str, float] = {}
+    macro: dict[str, dict[str, float]] = {}
+    for setting, res in per_lang.items():
+        metrics = sorted({m for r in res.values() for m in r})
+        for metric in metrics:
+            for lang, r in res.items():
+                out[f"{name}/{setting}/{metric}/{lang}"] = r[metric]
+            macro.setdefault(setting, {})[metric] = out[f"{name}/{setting}/{metric}"] = _mean(
+                np.array([r[metric] for r in res.values() if metric in r])
+            )
+    shared = set.intersection(*(set(m) for m in macro.values())) if macro else set()
+    for metric in sorted(shared - {"rank_distance"}):
+        out[f"{name}/avg/{metric}"] = _mean(np.array([macro[s][metric] for s in macro]))
+    return out
+
+
+def _flat_keys(
+    name: str, settings: Sequence[str], scored: list[tuple[str, str, str, dict[str, float]]], pair_keys: bool
+) -> dict[str, float]:
+    """The flat keys of the scored views (setting, key, query language, metric means); cross results
+    are first averaged over each query language's target languages."""
+    out: dict[str, float] = {}
+    per_lang: dict[str, dict[str, dict[str, float]]] = {s_: {} for s_ in SETTINGS if s_ in settings}
+    by_src: dict[str, list[dict[str, float]]] = {}
+    for setting, key, q_lang, m in scored:
+        if setting == "cross":
+            by_src.setdefault(q_lang, []).append(m)
+            if pair_keys:
+                for metric, val in m.items():
+                    out[f"{name}/cross/{metric}/{key}"] = val
+        else:
+            per_lang[setting][key] = m
+    if "cross" in per_lang:
+        per_lang["cross"] = {
+            x: {metric: _mean(np.array([m[metric] for m in ms])) for metric in ms[0]}
+            for x, ms in by_src.items()
+        }
+    out.update(_setting_keys(name, per_lang))
+    return out
+
+
+def _bias_counts(name: str, counts: dict[str, dict[str, dict[str, int]]]) -> dict[str, float]:
+    """How many multi queries have a rank distance, and how many have none (their relevant documents
+    are in fewer than two languages); no keys when no view measured it."""
+    views = [c for cs in counts.values() for c in cs.values() if "rank_distance_undefined" in c]
+    n = sum(c["queries"] for c in views)
+    undefined = sum(c["rank_distance_undefined"] for c in views)
+    if not n:
+        return {}
+    return {
+        f"{name}/multi/rank_distance_queries": float(n - undefined),
+        f"{name}/multi/rank_distance_undefined": float(undefined),
+    }
+
+
 def score_task(
     task: RetrievalTask,
     q_emb: torch.Tensor,
     d_emb: torch.Tensor,
     *,
-    settings: Sequence[str] = ("mono", "cross", "multi"),
+    settings: Sequence[str] = SETTINGS,
     pairs: Sequence[tuple[str, str]] | None = None,
     ks: Sequence[int] = (1, 5, 10, 100),
     device: Any = None,
@@ -147,95 +263,28 @@ def score_task(
     ``per_query``, if given, receives one entry per view with every query's metrics (paired
     significance tests need them; see :mod:`mlir.eval.per_query`).
     """
-    name = task.name
-    collect = per_query
     q_sl = dict(zip(task.langs, _slices([len(task.queries[x].texts) for x in task.langs])))
     d_sl = dict(zip(task.langs, _slices([len(task.docs[x]) for x in task.langs])))
-    out: dict[str, float] = {}
+
+    def searched_docs(searched: str) -> torch.Tensor:
+        return d_emb if searched == "*" else d_emb[d_sl[searched]]
+
+    views = _task_views(task, settings, pairs)
+    ranks = _rank_views(views, lambda lang: q_emb[q_sl[lang]], searched_docs, device)
     counts: dict[str, dict[str, dict[str, int]]] = {}
-    bias_counts = [0, 0]  # multi queries with a rank distance, and without (fewer than 2 languages)
-
-    def record(
-        setting: str, key: str, view: SettingQueries, per_query: dict[str, np.ndarray]
-    ) -> dict[str, float]:
-        counts.setdefault(setting, {})[key] = {
-            "queries": len(view.rows),
-            "dropped": view.dropped,
-            "merged": view.merged,
-        }
-        if "rank_distance" in per_query:  # queries whose relevant documents span < 2 languages: no distance
-            undefined = int(np.isnan(per_query["rank_distance"]).sum())
-            counts[setting][key]["rank_distance_undefined"] = undefined
-            bias_counts[0] += len(view.rows) - undefined
-            bias_counts[1] += undefined
-        if collect is not None:
-            d_lang = key.split("-", 1)[1] if setting == "cross" else ("*" if setting == "multi" else key)
-            qids = [str(task.query_ids[i]) for i in view.qids]
-            collect.append(
-                {
-                    "benchmark": name,
-                    "setting": setting,
-                    "q_lang": view.q_lang,
-                    "d_lang": d_lang,
-                    "qid": qids,
-                    "metrics": per_query,
-                }
-            )
-        return {m: _mean(v) for m, v in per_query.items()}
-
-    # every view, grouped by the documents it searches (one language, or the multilingual pool)
-    views: list[tuple[str, str, SettingQueries, str]] = []  # (setting, key, view, searched)
-    if "mono" in settings:
-        views += [("mono", x, task.view(x, [x]), x) for x in task.langs]
-    if "cross" in settings:
-        pairs = list(pairs) if pairs is not None else task.cross_pairs()
-        views += [("cross", f"{x}-{y}", task.view(x, [y]), y) for x, y in pairs]
-    if "multi" in settings:
-        views += [("multi", x, task.view(x, task.langs), "*") for x in task.langs]
-    ranks: dict[int, list[np.ndarray]] = {}
-    for searched in dict.fromkeys(v[3] for v in views):
-        idx = [i for i, v in enumerate(views) if v[3] == searched]
-        d = d_emb if searched == "*" else d_emb[d_sl[searched]]
-        jobs = [(views[i][2], q_emb[q_sl[views[i][2].q_lang]], d) for i in idx]
-        for i, r in zip(idx, _rank_jobs(jobs, device)):
-            ranks[i] = r
-
-    per_lang: dict[str, dict[str, dict[str, float]]] = {s_: {} for s_ in SETTINGS if s_ in settings}
-    by_src: dict[str, list[dict[str, float]]] = {}
+    scored: list[tuple[str, str, str, dict[str, float]]] = []  # (setting, key, query language, means)
     for i, (setting, key, v, searched) in enumerate(views):
-        d = d_emb if searched == "*" else d_emb[d_sl[searched]]
-        pq = _view_metrics(v, ranks[i], q_emb[q_sl[v.q_lang]], d, ks, setting == "multi")
+        pq = _view_metrics(
+            v, ranks[i], q_emb[q_sl[v.q_lang]], searched_docs(searched), ks, setting == "multi"
+        )
         if not pq:
             continue
-        m = record(setting, key, v, pq)
-        if setting == "cross":
-            by_src.setdefault(v.q_lang, []).append(m)
-            if pair_keys:
-                for metric, val in m.items():
-                    out[f"{name}/cross/{metric}/{key}"] = val
-        else:
-            per_lang[setting][key] = m
-    if "cross" in per_lang:
-        per_lang["cross"] = {
-            x: {metric: _mean(np.array([m[metric] for m in ms])) for metric in ms[0]}
-            for x, ms in by_src.items()
-        }
-
-    macro: dict[str, dict[str, float]] = {}
-    for setting, res in per_lang.items():
-        metrics = sorted({m for r in res.values() for m in r})
-        for metric in metrics:
-            for lang, r in res.items():
-                out[f"{name}/{setting}/{metric}/{lang}"] = r[metric]
-            macro.setdefault(setting, {})[metric] = out[f"{name}/{setting}/{metric}"] = _mean(
-                np.array([r[metric] for r in res.values() if metric in r])
-            )
-    shared = set.intersection(*(set(m) for m in macro.values())) if macro else set()
-    for metric in sorted(shared - {"rank_distance"}):
-        out[f"{name}/avg/{metric}"] = _mean(np.array([macro[s][metric] for s in macro]))
-    if sum(bias_counts):
-        out[f"{name}/multi/rank_distance_queries"] = float(bias_counts[0])
-        out[f"{name}/multi/rank_distance_undefined"] = float(bias_counts[1])
+        counts.setdefault(setting, {})[key] = _view_counts(v, pq)
+        if per_query is not None:
+            per_query.append(_per_query_entry(task, setting, key, v, pq))
+        scored.append((setting, key, v.q_lang, {metric: _mean(x) for metric, x in pq.items()}))
+    out = _flat_keys(task.name, settings, scored, pair_keys)
+    out.update(_bias_counts(task.name, counts))
     return {k: v for k, v in out.items() if not np.isnan(v)}, counts
 
 

@@ -240,6 +240,51 @@ def _own_scores(
     return own
 
 
+def _own_block(
+    S: torch.Tensor,
+    R: torch.Tensor,
+    thr: torch.Tensor,
+    c: int,
+    e: int,
+    counts: torch.Tensor,
+    own: torch.Tensor,
+    scratch: _Scratch,
+) -> None:
+    """Correct ``counts`` for the pairs whose relevant doc ``r`` lies in block ``[c, e)`` (scores ``S``)
+    and record the score the block gave ``r`` in ``own``.
+
+    ``r`` never counts itself, and of the docs tied with it only those before ``r`` count. Exact ties
+    are rare, so equal scores are first counted per row and located only in rows that have some
+    besides ``r``.
+    """
+    m, J = R.shape
+    inside = (R >= c) & (R < e)
+    ii, jj = inside.nonzero(as_tuple=True)
+    if ii.numel() == 0:
+        return
+    loc = R[ii, jj] - c
+    self_score = S[ii, loc]
+    t_ij = thr[ii, jj]
+    own[ii, jj] = self_score
+    counts[ii, jj] -= (self_score > t_ij).to(torch.int64)
+    if ii.numel() > m:  # most rows have a pair here (small corpus): compare whole columns
+        n_eq = torch.zeros_like(counts)
+        nan = torch.full_like(thr, float("nan"))  # NaN thresholds count nothing
+        t_eq = torch.where(inside, thr, nan)
+        for j in range(J):
+            n_eq[:, j] = _count_cmp(S, t_eq[:, j].contiguous(), scratch, op=torch.eq)
+        n_eq = n_eq[ii, jj]
+    else:
+        n_eq = _count_cmp(S, t_ij, scratch, rows=ii, op=torch.eq)
+    tie = (n_eq - (self_score == t_ij).to(torch.int64) > 0).nonzero()[:, 0]
+    col = torch.arange(e - c, device=S.device)
+    for a, b in _chunks(tie.numel(), max(1, _COUNT_SLAB // (e - c))):
+        p = tie[a:b]
+        rows = S.index_select(0, ii[p])
+        before = ((rows == t_ij[p, None]) & (col[None, :] < loc[p, None])).sum(1)
+        counts[ii[p], jj[p]] += before
+
+
 def _count_ahead(
     qc: torch.Tensor,
     d: torch.Tensor,
@@ -272,34 +317,7 @@ def _count_ahead(
                 counts[:, j] += _count_cmp(S, t[:, j].contiguous(), scratch)
             elif rows.numel():
                 counts[rows, j] += _count_cmp(S, t[rows, j], scratch, rows)
-        # pairs whose relevant doc r lies in this block: r never counts itself, and of the docs tied
-        # with it only those before r count. Exact ties are rare, so equal scores are first counted
-        # per row and located only in rows that have some besides r.
-        inside = (R >= c) & (R < e)
-        ii, jj = inside.nonzero(as_tuple=True)
-        if ii.numel() == 0:
-            continue
-        loc = R[ii, jj] - c
-        self_score = S[ii, loc]
-        t_ij = thr[ii, jj]
-        own[ii, jj] = self_score
-        counts[ii, jj] -= (self_score > t_ij).to(torch.int64)
-        if ii.numel() > m:  # most rows have a pair here (small corpus): compare whole columns
-            n_eq = torch.zeros_like(counts)
-            nan = torch.full_like(thr, float("nan"))  # NaN thresholds count nothing
-            t_eq = torch.where(inside, thr, nan)
-            for j in range(J):
-                n_eq[:, j] = _count_cmp(S, t_eq[:, j].contiguous(), scratch, op=torch.eq)
-            n_eq = n_eq[ii, jj]
-        else:
-            n_eq = _count_cmp(S, t_ij, scratch, rows=ii, op=torch.eq)
-        tie = (n_eq - (self_score == t_ij).to(torch.int64) > 0).nonzero()[:, 0]
-        col = torch.arange(e - c, device=qc.device)
-        for a, b in _chunks(tie.numel(), max(1, _COUNT_SLAB // (e - c))):
-            p = tie[a:b]
-            rows = S.index_select(0, ii[p])
-            before = ((rows == t_ij[p, None]) & (col[None, :] < loc[p, None])).sum(1)
-            counts[ii[p], jj[p]] += before
+        _own_block(S, R, thr, c, e, counts, own, scratch)
     return counts, own
 
 

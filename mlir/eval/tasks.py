@@ -23,6 +23,8 @@ import numpy as np
 
 from mlir.core.errors import ConfigError
 
+#: Retrieval settings (which documents a query searches); not the sampler's batch kinds
+#: (:data:`mlir.sampling.MONO` / :data:`mlir.sampling.CROSS`: how a training batch pairs languages).
 SETTINGS = ("mono", "cross", "multi")
 
 

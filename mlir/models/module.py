@@ -24,6 +24,7 @@ from mlir.core.errors import ConfigError
 from mlir.models.dual_encoder import DualEncoder
 from mlir.models.grad_cache import GradCache
 from mlir.models.loss import InfoNCELoss
+from mlir.sampling.rule import MONO
 
 _GRAD_CACHE_KEYS = ("chunk_size", "rng_replay", "clip", "clip_algorithm")
 
@@ -220,7 +221,7 @@ class RetrieverModule(L.LightningModule):
         self.log(
             "train/accuracy", stats["accuracy"], on_step=True, on_epoch=True, batch_size=n, sync_dist=True
         )
-        self.log("train/is_mono", float(batch.get("kind") == "mono"), on_step=True, batch_size=n)
+        self.log("train/is_mono", float(batch.get("kind") == MONO), on_step=True, batch_size=n)
         for ql, pl in zip(batch.get("q_langs", ()), batch.get("p_langs", ())):
             self.pair_counts[f"{ql}-{pl}"] += 1
 

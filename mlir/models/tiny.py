@@ -22,23 +22,11 @@ _CORPUS = [
 ]
 
 
-def build_tiny_model(
-    out_dir: str | os.PathLike,
-    hidden_size: int = 32,
-    num_layers: int = 2,
-    vocab_size: int = 600,
-    seed: int = 0,
-) -> Path:
-    """Write a random ``BertModel`` and a fast tokenizer to ``out_dir`` (atomically) and return it."""
-    import torch
+def _byte_level_tokenizer(vocab_size: int):
+    """A BERT-style fast tokenizer (``[CLS] ... [SEP]``) over byte-level BPE trained on ``_CORPUS``."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
-    out = Path(out_dir)
-    if (out / "config.json").exists() and (out / "tokenizer.json").exists():
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=out.parent))
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     tok = Tokenizer(models.BPE(unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -56,7 +44,7 @@ def build_tiny_model(
         pair="[CLS] $A [SEP] $B [SEP]",
         special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
     )
-    fast = PreTrainedTokenizerFast(
+    return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         pad_token="[PAD]",
         unk_token="[UNK]",
@@ -65,16 +53,35 @@ def build_tiny_model(
         mask_token="[MASK]",
         model_max_length=512,
     )
+
+
+def build_tiny_model(
+    out_dir: str | os.PathLike,
+    hidden_size: int = 32,
+    num_layers: int = 2,
+    vocab_size: int = 600,
+    seed: int = 0,
+) -> Path:
+    """Write a random ``BertModel`` and a fast tokenizer to ``out_dir`` (atomically) and return it."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    out = Path(out_dir)
+    if (out / "config.json").exists() and (out / "tokenizer.json").exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=out.parent))
+    fast = _byte_level_tokenizer(vocab_size)
     fast.save_pretrained(tmp)
     torch.manual_seed(seed)
     config = BertConfig(
-        vocab_size=tok.get_vocab_size(),
+        vocab_size=fast.backend_tokenizer.get_vocab_size(),
         hidden_size=hidden_size,
         num_hidden_layers=num_layers,
         num_attention_heads=2,
         intermediate_size=hidden_size * 2,
         max_position_embeddings=512,
-        pad_token_id=tok.token_to_id("[PAD]"),
+        pad_token_id=fast.backend_tokenizer.token_to_id("[PAD]"),
     )
     BertModel(config).save_pretrained(tmp)
     (tmp / "mlir_tiny.json").write_text(json.dumps({"seed": seed, "hidden_size": hidden_size}))

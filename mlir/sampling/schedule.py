@@ -111,11 +111,6 @@ class AlphaSchedule:
         """Largest alpha ever used: > 0 means X-X-mono batches can occur."""
         return max(self.start, self.end)
 
-    @property
-    def min_alpha(self) -> float:
-        """Smallest alpha ever used: < 1 means X-Y batches can occur."""
-        return min(self.start, self.end)
-
     def __call__(self, steps: np.ndarray | int) -> np.ndarray:
         """alpha at the given global step(s), as float64 (vectorised so an epoch's plan is one call)."""
         t = np.asarray(steps, dtype=np.float64)

@@ -154,25 +154,9 @@ def _relpath(run: Run, root: Path) -> str:
         return str(run.path)
 
 
-def build_report(
-    sweep_dir: str | Path,
-    hybrid_alpha: float | str = DEFAULT_HYBRID_ALPHA,
-    metric: str = DEFAULT_METRIC,
-) -> SweepReport:
-    """Collect the sweep's runs, tabulate every arm and test hybrid against both baselines.
-
-    Raises :class:`MlirError` when there is nothing to report (no directory, no job, no finished job,
-    an unknown ``metric`` or ``hybrid_alpha``); gaps that still leave a report (missing alphas,
-    unfinished jobs, a single run per arm) are stated in ``notes`` and in the rows' ``status``.
-    """
-    sweep_dir = Path(sweep_dir)
-    spec = parse_hybrid_alpha(hybrid_alpha)
-    if not sweep_dir.is_dir():
-        raise MlirError("sweep directory does not exist", where=str(sweep_dir))
-    runs = discover_runs(sweep_dir)
-    if not runs:
-        raise MlirError("no job directories (.hydra/config.yaml) found", where=str(sweep_dir))
-    notes = []
+def _finished_runs(sweep_dir: Path, runs: list[Run], notes: list[str]) -> list[Run]:
+    """The runs that can be reported: finished, with a fixed numeric alpha (or untrained); the others
+    are named in ``notes``. Nothing finished is a :class:`MlirError`."""
     unfinished = [r for r in runs if not r.complete]
     if unfinished:
         notes.append(
@@ -194,7 +178,11 @@ def build_report(
     no_alpha = [r for r in done if r.trained and r.alpha is None]
     if no_alpha:
         notes.append(f"{len(no_alpha)} job(s) without a numeric sampler.alpha, left out")
-    usable = [r for r in done if r.arm is not None]
+    return [r for r in done if r.arm is not None]
+
+
+def _group_arms(usable: list[Run], notes: list[str]) -> dict[Arm, list[Run]]:
+    """Runs per arm: alphas ascending, then the untrained arm (its absence is noted)."""
     arms: dict[Arm, list[Run]] = {}
     for a in sorted({r.arm for r in usable if isinstance(r.arm, float)}):
         arms[a] = [r for r in usable if r.arm == a]
@@ -202,21 +190,58 @@ def build_report(
         arms[UNTRAINED] = [r for r in usable if r.arm == UNTRAINED]
     else:
         notes.append("no untrained job (train: false): no untrained row, line or comparison")
-    names = benchmarks(usable)
+    return arms
+
+
+def _check_metric(usable: list[Run], metric: str) -> None:
+    """A ConfigError naming ``--metric`` when no run has it."""
     if not any(k.split("/")[2:3] == [metric] for r in usable for k in r.metrics):
         found = sorted({k.split("/")[2] for r in usable for k in r.metrics if k.count("/") >= 2})
         raise ConfigError(f"no run has the metric {metric!r} (found: {', '.join(found)})", where="--metric")
-    folds = sorted({r.fold for r in usable if r.trained})
-    by_fold = len(folds) > 1
-    expected = expected_alphas(sweep_dir)
-    wanted = expected if expected is not None else sorted(set(BASELINES.values()))
-    h_alpha, h_choice = choose_hybrid(arms, spec)
+
+
+def _designs(
+    usable: list[Run], names: list[str], folds: list[int], by_fold: bool
+) -> tuple[dict[str, str], dict[str, int]]:
+    """Per benchmark, the statistical design of its question sets and how many questions were seen."""
     designs, questions = {}, {}
     in_design = [r for r in usable if r.trained or r.fold in folds or not folds]  # untrained: its folds only
     for b in names:
         sets = qid_sets_by_fold(in_design, b)
         designs[b] = stats.detect_design(list(sets.values()) if by_fold else [set().union(*sets.values())])
         questions[b] = len(set().union(*sets.values())) if sets else 0
+    return designs, questions
+
+
+def build_report(
+    sweep_dir: str | Path,
+    hybrid_alpha: float | str = DEFAULT_HYBRID_ALPHA,
+    metric: str = DEFAULT_METRIC,
+) -> SweepReport:
+    """Collect the sweep's runs, tabulate every arm and test hybrid against both baselines.
+
+    Raises :class:`MlirError` when there is nothing to report (no directory, no job, no finished job,
+    an unknown ``metric`` or ``hybrid_alpha``); gaps that still leave a report (missing alphas,
+    unfinished jobs, a single run per arm) are stated in ``notes`` and in the rows' ``status``.
+    """
+    sweep_dir = Path(sweep_dir)
+    spec = parse_hybrid_alpha(hybrid_alpha)
+    if not sweep_dir.is_dir():
+        raise MlirError("sweep directory does not exist", where=str(sweep_dir))
+    runs = discover_runs(sweep_dir)
+    if not runs:
+        raise MlirError("no job directories (.hydra/config.yaml) found", where=str(sweep_dir))
+    notes: list[str] = []
+    usable = _finished_runs(sweep_dir, runs, notes)
+    arms = _group_arms(usable, notes)
+    names = benchmarks(usable)
+    _check_metric(usable, metric)
+    folds = sorted({r.fold for r in usable if r.trained})
+    by_fold = len(folds) > 1
+    expected = expected_alphas(sweep_dir)
+    wanted = expected if expected is not None else sorted(set(BASELINES.values()))
+    h_alpha, h_choice = choose_hybrid(arms, spec)
+    designs, questions = _designs(usable, names, folds, by_fold)
     rep = SweepReport(
         sweep_dir=sweep_dir,
         runs=runs,
@@ -299,10 +324,12 @@ def _arm_scores(
     return arm_unit_scores(runs, key, rep.by_fold)
 
 
-def _comparisons(rep: SweepReport) -> list[dict[str, Any]]:
-    """Every test: the primary and secondary families vs both baselines, and the descriptive
-    fine-tuning-vs-untrained comparisons; Holm within each family, then the MDEs."""
-    plan = []
+Test = tuple[str, str, str, str, str, Arm]  # (family, benchmark, setting, metric, baseline name, its arm)
+
+
+def _test_plan(rep: SweepReport) -> list[Test]:
+    """The primary and secondary families vs both baselines, then the descriptive untrained tests."""
+    plan: list[Test] = []
     families = {
         PRIMARY: ((rep.metric, SETTINGS), (BIAS, ("multi",))),
         SECONDARY: ((rep.secondary, SETTINGS),),
@@ -318,31 +345,41 @@ def _comparisons(rep: SweepReport) -> list[dict[str, Any]]:
             for s, m in [*[(s, rep.metric) for s in SETTINGS], ("multi", BIAS)]:
                 if _has_metric(rep, b, s, m):
                     plan.append((DESCRIPTIVE, b, s, m, UNTRAINED, UNTRAINED))
-    rows, tests = [], []
+    return plan
+
+
+def _compare(rep: SweepReport, h: float, planned: Test) -> tuple[dict[str, Any], Any]:
+    """One planned test's row (without Holm and MDE) and the test object (``None``: not tested)."""
+    family, b, s, m, name, base = planned
+    row: dict[str, Any] = {
+        "family": family,
+        "benchmark": b,
+        "setting": s,
+        "metric": m,
+        "hybrid_alpha": h,
+        "baseline": name,
+        "baseline_alpha": "" if base == UNTRAINED else base,
+    }
+    if base not in rep.arms:
+        row["status"] = f"not tested (missing alpha={fmt_alpha(float(base))})"
+        return row, None
+    hyb = _arm_scores(rep, h, (b, s, m), set())
+    ref = _arm_scores(rep, base, (b, s, m), set(hyb))
+    if not hyb or not ref:
+        row["status"] = "not tested (no per-query scores for this metric)"
+        return row, None
+    res, test = stats.paired_comparison(paired_differences(hyb, ref), rep.designs[b])
+    return row | res, test
+
+
+def _comparisons(rep: SweepReport) -> list[dict[str, Any]]:
+    """Every test: the primary and secondary families vs both baselines, and the descriptive
+    fine-tuning-vs-untrained comparisons; Holm within each family, then the MDEs."""
     h = rep.hybrid_alpha
     assert h is not None
-    for family, b, s, m, name, base in plan:
-        row: dict[str, Any] = {
-            "family": family,
-            "benchmark": b,
-            "setting": s,
-            "metric": m,
-            "hybrid_alpha": h,
-            "baseline": name,
-            "baseline_alpha": "" if base == UNTRAINED else base,
-        }
-        test = None
-        if base not in rep.arms:
-            row["status"] = f"not tested (missing alpha={fmt_alpha(float(base))})"
-        else:
-            hyb = _arm_scores(rep, h, (b, s, m), set())
-            ref = _arm_scores(rep, base, (b, s, m), set(hyb))
-            if not hyb or not ref:
-                row["status"] = "not tested (no per-query scores for this metric)"
-            else:
-                diffs = paired_differences(hyb, ref)
-                res, test = stats.paired_comparison(diffs, rep.designs[b])
-                row |= res
+    rows, tests = [], []
+    for planned in _test_plan(rep):
+        row, test = _compare(rep, h, planned)
         rows.append(row)
         tests.append(test)
     for family in (PRIMARY, SECONDARY):

@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from mlir.eval.tasks import SETTINGS  # the retrieval settings of the metric keys: mono, cross, multi
+
 UNTRAINED = "untrained"
-SETTINGS = ("mono", "cross", "multi")
 BIAS = "rank_distance"
 LOWER_IS_BETTER = {BIAS}
 BASELINES = {"X-X-mono": 1.0, "X-Y": 0.0}
