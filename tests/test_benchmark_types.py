@@ -28,6 +28,7 @@ REAL_TYPES = {  # type -> the module that builds it (one module per protocol)
     "mlqa_r": "mlir.eval.benchmarks.lareqa",
     "xquad_r_mkqa": "mlir.eval.benchmarks.lareqa_mkqa",
     "mlqa_r_mkqa": "mlir.eval.benchmarks.lareqa_mkqa",
+    "jsonl": "mlir.eval.benchmarks.jsonl",
 }
 
 

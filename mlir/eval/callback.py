@@ -2,14 +2,18 @@
 
 Why a callback and not ``validation_step``: retrieval metrics need the *whole* candidate pool encoded
 before any query can be scored, which does not fit Lightning's per-batch validation loop, and the
-monitored metric (``eval/xquad_r/avg/ndcg@10``) is what checkpoints and early stopping should follow.
+monitored metric (``dev/xquad_r_dev/avg/ndcg@10`` with ``conf/callbacks/retrieval_eval.yaml``) is what
+checkpoints and early stopping can follow.
 
 Under DDP every rank encodes a shard of the unique texts (``all_gather``), rank 0 scores, and the
 metrics are broadcast, so every rank logs the *same* monitor value (no rank waits in a collective that
 another skipped, and ModelCheckpoint/EarlyStopping decide identically everywhere). Scalars go to the
 loggers once (global rank 0); with a ``WandbLogger`` also a per-language ``wandb.Table`` and a language
 x setting heatmap. Each evaluation is written atomically to
-``<run dir>/retrieval_eval/step_<global step>.json`` and ``latest.json``.
+``<output dir>/retrieval_eval/step_<global step>.json`` and ``latest.json``, where the output dir is
+``output_dir`` when given, else ``trainer.log_dir``: with the CSV logger (the default)
+``<run dir>/csv/version_<n>/`` (``version_0`` for a fresh run, the next number after each resume),
+with no logger the run directory, with W&B alone its ``save_dir`` (the run directory).
 """
 
 from __future__ import annotations
@@ -43,8 +47,8 @@ class RetrievalEvalCallback(L.Callback):
             no validation ran at that step, at the end of each training epoch.
         monitor_key: the logged key checkpoints/early stopping monitor; default
             ``{prefix}{first benchmark}/avg/ndcg@10``.
-        output_dir: where ``retrieval_eval/*.json`` goes; default ``trainer.log_dir`` (the logger's
-            version directory) or ``trainer.default_root_dir``.
+        output_dir: where ``retrieval_eval/*.json`` goes; default ``trainer.log_dir`` (the CSV logger's
+            ``<run dir>/csv/version_<n>``; without a logger ``trainer.default_root_dir``, the run dir).
         batch_size: encoder batch size (``None``: the encoder's token budget decides).
         max_queries_per_lang: a cheaper, seeded query subsample for periodic evaluation (``None``: the
             benchmarks' own setting).

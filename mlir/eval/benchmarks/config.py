@@ -20,6 +20,10 @@ CANDIDATE_MODES = {  # config value -> XquadRLang.candidate_texts mode
     "paragraph": "paragraph",
 }
 DEFAULT_KS = (1, 5, 10, 100)
+#: types whose candidates are not LAReQA sentences: their allowed ``candidates`` values, the default first
+TYPE_CANDIDATES = {"jsonl": ("positive", "positive_and_negatives")}
+#: the split keys that choose the held-out groups; a split without any of them holds out nothing
+HOLD_OUT_KEYS = ("n_folds", "n_test_groups", "test_fraction", "groups")
 
 
 @dataclass
@@ -71,6 +75,14 @@ class BenchmarkConfig:
         ks = tuple(int(k) for k in (cfg.get("ks") or DEFAULT_KS))
         if 10 not in ks:
             ks = tuple(sorted({*ks, 10}))
+        modes = TYPE_CANDIDATES.get(kind) or tuple(CANDIDATE_MODES)
+        split = dict(cfg["split"]) if cfg.get("split") else None
+        if split is not None and all(split.get(k) is None for k in HOLD_OUT_KEYS):
+            raise ConfigError(
+                "chooses no held-out groups: give split.test_fraction, n_test_groups, n_folds or groups, "
+                "or split=null for all of the data (is data.split null? then training used every group)",
+                where=f"{where}.split",
+            )
         mq = cfg.get("max_queries_per_lang")
         bench_seed = cfg.get("seed")
         out = cls(
@@ -79,19 +91,19 @@ class BenchmarkConfig:
             path=cfg.get("path"),
             langs=[str(x) for x in cfg["langs"]] if cfg.get("langs") else None,
             settings=[s for s in SETTINGS if s in settings],
-            candidates=cfg.get("candidates", "sentence"),
+            candidates=cfg.get("candidates") or modes[0],
             candidate_sep=cfg.get("candidate_sep", " "),
             cross=dict(cross),
-            split=dict(cfg["split"]) if cfg.get("split") else None,
+            split=split,
             max_queries_per_lang=int(mq) if mq is not None else None,
             seed=int(bench_seed if bench_seed is not None else (seed if seed is not None else 0)),
             ks=ks,
             main_metric=cfg.get("main_metric", "ndcg@10"),
             download=bool(cfg.get("download", True)),
         )
-        if out.candidates not in CANDIDATE_MODES:
+        if out.candidates not in modes:
             raise ConfigError(
-                f"unknown candidates {out.candidates!r}; use one of {sorted(CANDIDATE_MODES)}",
+                f"unknown candidates {out.candidates!r}; use one of {sorted(modes)}",
                 where=f"{where}.candidates",
             )
         return out

@@ -73,6 +73,22 @@ def load_benchmark(name: str, cfg: Mapping[str, Any] | BenchmarkConfig, seed: in
     return Benchmark(cfg, task)
 
 
+def check_benchmarks(benchmarks: Mapping[str, Any] | None, seed: int | None = None) -> list[BenchmarkConfig]:
+    """Check every configured entry (``eval.benchmarks``) without reading any data: keys, type,
+    settings, candidates, and a split that holds nothing out (``data.split=null`` under a held-out
+    benchmark). Step 1 of :func:`load_benchmark`, for all entries at once, so that ``train.py`` can
+    find such a mistake before training instead of after it.
+    """
+    out = []
+    for name, cfg in (plain(benchmarks) or {}).items():
+        if cfg is None or isinstance(cfg, Benchmark):
+            continue
+        out.append(
+            cfg if isinstance(cfg, BenchmarkConfig) else BenchmarkConfig.from_mapping(str(name), cfg, seed)
+        )
+    return out
+
+
 def load_benchmarks(
     benchmarks: Mapping[str, Any] | Sequence[Benchmark], seed: int | None = None
 ) -> list[Benchmark]:
