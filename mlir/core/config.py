@@ -9,6 +9,7 @@ the trainer, optimiser, loss and output keys (e.g. :class:`~mlir.models.loss.Inf
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -71,12 +72,12 @@ def check_positive(value: Any, key: str) -> float:
 
 
 def check_non_negative(value: Any, key: str, hint: str = "") -> float:
-    """A number >= 0 (weight decay, gradient clipping)."""
+    """A finite number >= 0 (weight decay, gradient clipping)."""
     from mlir.core.errors import ConfigError
 
     x = _number(value, key, hint)
-    if not x >= 0:
-        raise ConfigError(f"must be >= 0{hint}, got {value}", where=key)
+    if not (x >= 0 and math.isfinite(x)):
+        raise ConfigError(f"must be a finite number >= 0{hint}, got {value}", where=key)
     return x
 
 

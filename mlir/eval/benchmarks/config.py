@@ -62,12 +62,7 @@ class BenchmarkConfig:
                 f"a '{kind}' benchmark must not be reported as 'mkqa'; name it after its source (e.g. {kind})",
                 where=where,
             )
-        settings = cfg.get("settings") or list(SETTINGS)
-        if isinstance(settings, str):
-            settings = [settings]
-        bad = [s for s in settings if s not in SETTINGS]
-        if bad:
-            raise ConfigError(f"unknown setting(s) {bad}; use {list(SETTINGS)}", where=f"{where}.settings")
+        settings = _checked_settings(cfg.get("settings"), where)
         cross = cfg.get("cross") or {}
         bad_cross = sorted(set(cross) - {"pairs", "source", "target", "pair_keys"})
         if bad_cross:
@@ -76,13 +71,7 @@ class BenchmarkConfig:
         if 10 not in ks:
             ks = tuple(sorted({*ks, 10}))
         modes = TYPE_CANDIDATES.get(kind) or tuple(CANDIDATE_MODES)
-        split = dict(cfg["split"]) if cfg.get("split") else None
-        if split is not None and all(split.get(k) is None for k in HOLD_OUT_KEYS):
-            raise ConfigError(
-                "chooses no held-out groups: give split.test_fraction, n_test_groups, n_folds or groups, "
-                "or split=null for all of the data (is data.split null? then training used every group)",
-                where=f"{where}.split",
-            )
+        split = _checked_split(cfg.get("split"), where)
         mq = cfg.get("max_queries_per_lang")
         bench_seed = cfg.get("seed")
         out = cls(
@@ -90,7 +79,7 @@ class BenchmarkConfig:
             type=kind,
             path=cfg.get("path"),
             langs=[str(x) for x in cfg["langs"]] if cfg.get("langs") else None,
-            settings=[s for s in SETTINGS if s in settings],
+            settings=settings,
             candidates=cfg.get("candidates") or modes[0],
             candidate_sep=cfg.get("candidate_sep", " "),
             cross=dict(cross),
@@ -107,6 +96,29 @@ class BenchmarkConfig:
                 where=f"{where}.candidates",
             )
         return out
+
+
+def _checked_settings(settings: Any, where: str) -> list[str]:
+    """The configured settings in canonical order (all of them when none are given)."""
+    settings = settings or list(SETTINGS)
+    if isinstance(settings, str):
+        settings = [settings]
+    bad = [s for s in settings if s not in SETTINGS]
+    if bad:
+        raise ConfigError(f"unknown setting(s) {bad}; use {list(SETTINGS)}", where=f"{where}.settings")
+    return [s for s in SETTINGS if s in settings]
+
+
+def _checked_split(split: Any, where: str) -> dict[str, Any] | None:
+    """The split keys, refused when they hold nothing out (the evaluation would score training data)."""
+    split = dict(split) if split else None
+    if split is not None and all(split.get(k) is None for k in HOLD_OUT_KEYS):
+        raise ConfigError(
+            "chooses no held-out groups: give split.test_fraction, n_test_groups, n_folds or groups, "
+            "or split=null for all of the data (is data.split null? then training used every group)",
+            where=f"{where}.split",
+        )
+    return split
 
 
 def plain(cfg: Any) -> Any:
