@@ -296,9 +296,10 @@ class RetrievalDataModule(L.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         if trainer is None:
             return {"sampler": self._train_sampler.state_dict()}
-        # `processed` counts batches whose optimizer step ran, also inside on_train_batch_end saves
+        # `processed` counts batches whose optimizer step ran, also inside on_train_batch_end saves; they
+        # belong to the epoch begun last (`current_epoch` moves on only once the epoch-end hooks are over)
         done = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
-        epoch = int(trainer.current_epoch)
+        epoch = max(int(trainer.fit_loop.epoch_progress.current.started) - 1, 0)
         if done >= self._train_sampler.steps_per_epoch:  # epoch finished: next is batch 0 of epoch+1
             epoch, done = epoch + 1, 0
         return {"sampler": self._train_sampler.state_at(epoch, done)}

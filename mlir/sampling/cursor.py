@@ -104,7 +104,10 @@ class Position:
     """The epoch the next ``iter()`` draws, the step it starts at, and the batches yielded so far.
 
     Lightning calls ``set_epoch`` every epoch, also for the epoch a checkpoint resumes, so a resumed
-    position survives a ``set_epoch`` to its own epoch.
+    position survives a ``set_epoch`` to its own epoch. A resumed start holds until an iteration yields
+    its first batch: a DataLoader with worker processes calls ``iter()`` on its batch sampler twice
+    before reading from it (in its iterator's ``__init__`` and again in ``_reset``), and only the second
+    iterator is read.
     """
 
     epoch: int = 0
@@ -117,14 +120,13 @@ class Position:
             self.epoch, self.start, self.done = epoch, 0, 0
 
     def begin(self) -> tuple[int, int]:
-        """(epoch, first step) of a new iteration; a resumed start is used once."""
-        start, self.start = self.start, 0
-        self.done = start
-        return self.epoch, start
+        """(epoch, first step) of a new iteration (a resumed start until a batch is yielded from it)."""
+        self.done = self.start
+        return self.epoch, self.start
 
     def yielded(self, epoch: int, step: int) -> None:
         if epoch == self.epoch:
-            self.done = step + 1
+            self.done, self.start = step + 1, 0  # a resumed start has been used
 
     def load(self, state: Mapping[str, Any], expected_fingerprint: str, steps_per_epoch: int) -> None:
         """Continue from ``state``: the next iteration yields batch ``state["step"]`` of ``state["epoch"]``."""

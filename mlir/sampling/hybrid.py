@@ -262,6 +262,11 @@ class HybridBatchSampler(Sampler[list[tuple[int, int]]]):
             )
         )
 
+    @property
+    def fingerprint(self) -> str:
+        """The digest of what determines the batch sequence (stored with the sampler state)."""
+        return self._fingerprint
+
     def state_at(self, epoch: int, step: int) -> dict[str, Any]:
         """A state dict for "``step`` batches of ``epoch`` done" (use the trainer's count when prefetching)."""
         return cursor.state_at(epoch, step, self.seed, self._fingerprint)

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 MARKER = "done.json"
 # keys that name where a job runs or how it is launched, not what it computes
-_NOT_FINGERPRINTED = ("hydra", "paths", "ckpt_path", "skip_completed", "logger", "tags")
+_NOT_FINGERPRINTED = ("hydra", "paths", "ckpt_path", "skip_completed", "logger", "tags", "resume")
 _NOT_FINGERPRINTED_NESTED = (("callbacks", "last_checkpoint", "signals"),)  # which signals save a checkpoint
 
 

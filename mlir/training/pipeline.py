@@ -117,8 +117,9 @@ def check_data(datamodule: Any, cfg: DictConfig) -> None:
 def build(cfg: DictConfig, ckpt_path: str | None = None) -> tuple[Any, Any, Any]:
     """Instantiate (module, datamodule, trainer) — also used by tests and bench/.
 
-    The data (:func:`check_data`) and ``ckpt_path`` (must fit the model) are checked before the
-    callbacks, loggers and trainer exist, so that bad input leaves no files behind.
+    The data (:func:`check_data`) and ``ckpt_path`` (must fit the model, and have been written with this
+    run's batch, sampler and optimisation settings: :func:`mlir.training.resume.check_resume_config`) are
+    checked before the callbacks, loggers and trainer exist, so that bad input leaves no files behind.
     """
     import lightning as L
 
