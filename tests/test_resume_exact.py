@@ -306,7 +306,7 @@ def test_config_check_names_each_changed_key_or_warns_when_allowed(tmp_path, cap
     from omegaconf import OmegaConf
 
     from mlir.core.errors import ConfigError
-    from mlir.training.resume import CONFIG_KEY, check_resume_config, resume_config
+    from mlir.training.resume_guard import CONFIG_KEY, check_resume_config, resume_config
 
     base = {
         "seed": 7,

@@ -103,7 +103,7 @@ def test_sigusr2_saves_fresh_last_ckpt_then_requeues_and_resumes(tmp_path, tiny_
 
 def test_sigusr2_without_a_previous_handler_is_a_plain_save(tmp_path):
     """Outside submitit nothing is chained: SIGUSR2 acts as SIGTERM (the default handler is not re-raised)."""
-    from mlir.training.resume import LastCheckpoint
+    from mlir.training.last_checkpoint import LastCheckpoint
 
     cb = LastCheckpoint()
     assert [s.name for s in cb.signals] == ["SIGTERM", "SIGUSR2"]

@@ -8,7 +8,7 @@ Reliability (docs/reliability.md): cheap config checks run before Lightning is e
 data and a resume checkpoint are checked before any logger, trainer or tokeniser starts, so a user's
 mistake is one line within seconds and leaves no output behind. Checkpoints are written atomically
 (:mod:`mlir.training.checkpoint_io`), carry the sampler and RNG states (:mod:`mlir.training.resume`) and load with
-``weights_only=True``; SIGTERM saves ``last.ckpt`` and exits cleanly (:class:`mlir.training.resume.LastCheckpoint`).
+``weights_only=True``; SIGTERM saves ``last.ckpt`` and exits cleanly (:class:`mlir.training.last_checkpoint.LastCheckpoint`).
 """
 
 from __future__ import annotations
@@ -118,13 +118,13 @@ def build(cfg: DictConfig, ckpt_path: str | None = None) -> tuple[Any, Any, Any]
     """Instantiate (module, datamodule, trainer) — also used by tests and bench/.
 
     The data (:func:`check_data`) and ``ckpt_path`` (must fit the model, and have been written with this
-    run's batch, sampler and optimisation settings: :func:`mlir.training.resume.check_resume_config`) are
+    run's batch, sampler and optimisation settings: :func:`mlir.training.resume_guard.check_resume_config`) are
     checked before the callbacks, loggers and trainer exist, so that bad input leaves no files behind.
     """
     import lightning as L
 
     from mlir.training.checkpoint import check_fits
-    from mlir.training.resume import ResumeConfig, check_resume_config, resume_config
+    from mlir.training.resume_guard import ResumeConfig, check_resume_config, resume_config
     from mlir.utils.hydra_ddp import install as install_hydra_ddp
 
     install_hydra_ddp()  # DDP ranks re-run *this* job in *its* directory, also in a multirun
@@ -263,7 +263,7 @@ def fit(
     """``trainer.fit``; returns the logged scalars and the dev selection. SIGTERM exits for a requeue."""
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from mlir.training.resume import PREEMPTED_EXIT_CODE
+    from mlir.training.last_checkpoint import PREEMPTED_EXIT_CODE
 
     try:
         with warnings.catch_warnings():
@@ -273,7 +273,9 @@ def fit(
                 "ignore", message="You're resuming from a checkpoint that ended before the epoch ended"
             )
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, **_fit_kwargs(trainer))
-    except SIGTERMException:  # mlir.training.resume.LastCheckpoint saved last.ckpt; no eval, no metrics.json
+    except (
+        SIGTERMException
+    ):  # mlir.training.last_checkpoint.LastCheckpoint saved last.ckpt; no eval, no metrics.json
         log.warning(
             "stopped by SIGTERM at step %d; continue with: python train.py <same overrides> ckpt_path=last "
             "hydra.run.dir=%s",

@@ -1,10 +1,10 @@
-"""Exact resume and pre-emption: RNG states and loop positions in checkpoints, and a ``last.ckpt`` that is really the last.
+"""Exact resume: RNG states and the loop position in every checkpoint, so a resumed run equals the uninterrupted one.
 
 Lightning restores weights, optimiser, scheduler, loops and (through ``RetrievalDataModule.state_dict``)
 the sampler position, but not the random generators, so dropout after a resume would differ from an
 uninterrupted run. :class:`RNGStateCallback` stores the torch (CPU and CUDA), numpy and python states.
-:class:`LastCheckpoint` writes ``last.ckpt`` when the fit ends and when SIGTERM (or submitit's time-limit
-signal SIGUSR2, then handed on to submitit to requeue) stops it.
+:class:`~mlir.training.last_checkpoint.LastCheckpoint` writes ``last.ckpt`` when the fit ends and on
+pre-emption; :mod:`mlir.training.resume_guard` refuses a resume with another configuration.
 
 **The resume point.** A resumed run continues *just before the next training batch* of the run that
 wrote the checkpoint. Checkpoints are written at several moments of Lightning's loop (after a training
@@ -36,32 +36,17 @@ loadable with ``weights_only=True``.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import random
-import signal
-import sys
-import threading
-from collections.abc import Mapping, Sequence
-from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.utilities.exceptions import SIGTERMException
-
-from mlir.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 STATE_KEY = "rng_states"
-
-#: Exit status of a run stopped by SIGTERM after saving ``last.ckpt`` (Lightning's own choice too).
-PREEMPTED_EXIT_CODE = 0
 
 
 def collect_rng_states() -> dict[str, Any]:
@@ -349,254 +334,3 @@ class RNGStateCallback(L.Callback):
 
 
 # ------------------------------------------------------------------ a resumed run keeps its configuration
-
-CONFIG_KEY = "mlir_resume_config"
-
-#: What decides the batch sequence or the optimisation. A resumed run with other values would not
-#: continue the run that wrote the checkpoint, so :func:`check_resume_config` refuses it.
-RESUME_CONFIG = (
-    "seed",
-    "data",  # corpus, split, languages, batch size, negatives, validation batches
-    "sampler",
-    "model",  # encoder, loss, optimiser, schedule, NaN policy, GradCache
-    "trainer.accelerator",
-    "trainer.devices",
-    "trainer.num_nodes",
-    "trainer.precision",
-    "trainer.max_steps",
-    "trainer.max_epochs",
-    "trainer.accumulate_grad_batches",
-    "trainer.gradient_clip_val",
-    "trainer.gradient_clip_algorithm",
-    "trainer.val_check_interval",
-    "trainer.check_val_every_n_epoch",
-    "trainer.limit_train_batches",
-    "trainer.limit_val_batches",
-)
-#: Keys under those that change only the speed.
-RESUME_CONFIG_IGNORED = ("data.num_workers",)
-#: ``+resume.allow_config_change=true``: resume anyway, with a warning naming the changes.
-ALLOW_KEY = "resume.allow_config_change"
-
-
-def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
-    if isinstance(value, Mapping) and value:
-        for k, v in value.items():
-            _flatten(f"{prefix}.{k}", v, out)
-    else:
-        out[prefix] = value
-
-
-def resume_config(cfg: Any) -> dict[str, Any]:
-    """The :data:`RESUME_CONFIG` values of a run (resolved, flattened to dotted keys, plain values)."""
-    from omegaconf import OmegaConf
-
-    out: dict[str, Any] = {}
-    for key in RESUME_CONFIG:
-        node = OmegaConf.select(cfg, key, default=None)
-        value = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-        _flatten(key, value, out)
-    return {
-        k: v
-        for k, v in out.items()
-        if not any(k == i or k.startswith(i + ".") for i in RESUME_CONFIG_IGNORED)
-    }
-
-
-class ResumeConfig(L.Callback):
-    """Stores the run's :func:`resume_config` in every checkpoint (``mlir.training.pipeline`` adds it)."""
-
-    def __init__(self, values: Mapping[str, Any]):
-        self.values = json.loads(json.dumps(dict(values), default=str))  # plain: loads weights_only
-
-    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        checkpoint[CONFIG_KEY] = self.values
-
-
-_ABSENT = object()
-
-
-def _show(value: Any) -> str:
-    if value is _ABSENT:
-        return "(absent)"
-    return value if isinstance(value, str) else json.dumps(value, default=str)
-
-
-def config_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[tuple[str, str, str]]:
-    """``(key, old, new)`` for every key whose value differs (shown as text)."""
-    new = json.loads(json.dumps(dict(new), default=str))  # compare as stored
-    return [
-        (k, _show(old.get(k, _ABSENT)), _show(new.get(k, _ABSENT)))
-        for k in sorted(set(old) | set(new))
-        if old.get(k, _ABSENT) != new.get(k, _ABSENT)
-    ]
-
-
-def check_resume_config(cfg: Any, ckpt_path: str, sampler: Any = None) -> list[tuple[str, str, str]]:
-    """Refuse to resume ``ckpt_path`` with another :data:`RESUME_CONFIG` or another training corpus.
-
-    Raises a one-line :class:`ConfigError` naming each changed key with its old and new value, unless
-    ``+resume.allow_config_change=true``: then prints that line as a warning on stderr and returns the
-    changes. ``sampler``: the run's training sampler, whose fingerprint (corpus index, batch size,
-    schedule, seed) is compared with the one in the checkpoint's sampler state.
-    """
-    from omegaconf import OmegaConf
-
-    from mlir.training.checkpoint import load_checkpoint
-
-    ckpt = load_checkpoint(ckpt_path, mmap=True)
-    old = ckpt.get(CONFIG_KEY)
-    changes = [] if old is None else config_changes(old, resume_config(cfg))
-    if old is None:
-        log.warning("%s records no configuration (written before mlir kept it): not compared", ckpt_path)
-    state = (ckpt.get("RetrievalDataModule") or {}).get("sampler") or {}
-    before, now = state.get("fingerprint"), getattr(sampler, "fingerprint", None)
-    if (
-        before
-        and now
-        and before != now
-        and not any(k.split(".")[0] in ("data", "sampler", "seed") for k, *_ in changes)
-    ):
-        changes.append(("training data (sampler fingerprint)", str(before), str(now)))
-    if not changes:
-        return []
-    shown = ", ".join(f"{k} {a} -> {b}" for k, a, b in changes[:12])
-    if len(changes) > 12:
-        shown += f" and {len(changes) - 12} more"
-    if OmegaConf.select(cfg, ALLOW_KEY, default=False):
-        from lightning.pytorch.utilities import rank_zero_only
-
-        msg = (
-            f"resuming {ckpt_path} with a changed configuration ({shown}); the run does not continue exactly"
-        )
-        log.warning(msg)
-        if getattr(rank_zero_only, "rank", 0) == 0:
-            print(f"warning: {msg}", file=sys.stderr)
-        return changes
-    raise ConfigError(
-        f"{ckpt_path} was written with another configuration: {shown}; resuming would not continue the run "
-        f"exactly (use the run's values, or add +{ALLOW_KEY}=true to continue anyway)",
-        where="ckpt_path",
-    )
-
-
-def _signum(name: str | int) -> signal.Signals:
-    try:
-        if isinstance(name, int):
-            return signal.Signals(name)
-        upper = str(name).upper()
-        return signal.Signals[upper if upper.startswith("SIG") else f"SIG{upper}"]
-    except (KeyError, ValueError):
-        raise ConfigError(f"unknown signal {name!r}", where="callbacks.last_checkpoint.signals") from None
-
-
-class LastCheckpoint(L.Callback):
-    """Keep ``last.ckpt`` the latest training state: write it when the fit ends and on pre-emption.
-
-    * **End of fit.** ModelCheckpoint's ``save_last`` skips the final state when it saved earlier in
-      the run (e.g. ``max_steps`` mid-epoch), so ``last.ckpt`` could lag behind the returned model.
-    * **SIGTERM** (SLURM pre-emption, ``scancel``, Kubernetes, submitit): Lightning finishes the batch
-      and raises ``SIGTERMException`` but saves nothing; this saves ``last.ckpt`` (with sampler and RNG
-      states, atomically) and ``mlir.training.pipeline`` exits with :data:`PREEMPTED_EXIT_CODE`. The requeued job
-      continues exactly with ``python train.py <same overrides> ckpt_path=last hydra.run.dir=<run dir>``.
-    * **Other listed signals** (default: submitit's time-limit signal ``SIGUSR2``) are re-sent as SIGTERM,
-      so Lightning's DDP-aware handling applies and ``last.ckpt`` is saved at the next batch boundary;
-      then the handler that was installed for the signal before the fit (submitit's: requeue the job
-      and exit rank 0) is called with it. Why chain: submitit alone requeues mid-batch without saving,
-      so the requeued job would redo everything since the last periodic checkpoint.
-    * A signal before the fit (reading data) or after it (evaluation) has its previous effect: there is
-      nothing new to save.
-
-    Args:
-        signals: signals that pre-empt.
-        dirpath: where ``last.ckpt`` goes; default the first ModelCheckpoint's directory, else
-            ``<default_root_dir>/checkpoints``.
-    """
-
-    def __init__(self, signals: Sequence[str | int] = ("SIGTERM", "SIGUSR2"), dirpath: str | None = None):
-        self.signals = [_signum(s) for s in signals]
-        self.dirpath = dirpath
-        self.saved_path: str | None = None
-        self._previous: dict[signal.Signals, Any] = {}
-        self._received: dict[signal.Signals, FrameType | None] = {}
-
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return  # only the main thread may install handlers (Lightning skips its SIGTERM one too)
-        for sig in self.signals:
-            if sig != signal.SIGTERM and sig not in self._previous:
-                self._previous[sig] = signal.signal(sig, self._forward)
-
-    def _forward(self, signum: int, frame: FrameType | None) -> None:
-        """Remember the signal for :meth:`_chain`; let Lightning's SIGTERM path stop at the batch end."""
-        self._received[signal.Signals(signum)] = frame
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    def _restore_handlers(self) -> dict[signal.Signals, Any]:
-        previous = dict(self._previous)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
-        self._previous.clear()
-        return previous
-
-    def _chain(self, trainer: L.Trainer, previous: dict[signal.Signals, Any]) -> None:
-        """Give each forwarded signal to its previous handler (submitit: requeue; may ``sys.exit``).
-
-        Called after ``last.ckpt`` is saved. Loggers are finalized first: submitit's handler exits rank
-        0 inside Lightning's exception handling, which would skip flushing the CSV/W&B logs.
-        """
-        received, self._received = self._received, {}
-        handlers = [(s, f, previous.get(s)) for s, f in received.items() if callable(previous.get(s))]
-        if not handlers:
-            return
-        for logger in trainer.loggers:
-            logger.finalize("failed")
-        for sig, frame, handler in handlers:
-            log.warning("passing %s on to the handler installed before the fit", sig.name)
-            handler(int(sig), frame)
-
-    def last_path(self, trainer: L.Trainer) -> Path:
-        if self.dirpath:
-            return Path(self.dirpath) / "last.ckpt"
-        cb = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.dirpath), None)
-        if cb is not None:
-            return Path(str(cb.dirpath)) / f"{cb.CHECKPOINT_NAME_LAST}{cb.FILE_EXTENSION}"
-        return Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
-
-    def _save(self, trainer: L.Trainer) -> Path:
-        path = self.last_path(trainer)
-        for cb in trainer.callbacks:  # it is their last.ckpt too: no last-v1.ckpt after a resume
-            if (
-                isinstance(cb, ModelCheckpoint)
-                and cb.save_last
-                and cb.dirpath
-                and Path(str(cb.dirpath)) == path.parent
-            ):
-                cb.last_model_path = str(path)
-        trainer.save_checkpoint(path, weights_only=False)  # the full training state
-        self.saved_path = str(path)
-        return path
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        previous = self._restore_handlers()
-        if not trainer.fast_dev_run and not self._already_saved(trainer):
-            self._save(trainer)
-        self._chain(trainer, previous)  # a signal during the last batch or validation: still requeue
-
-    def _already_saved(self, trainer: L.Trainer) -> bool:
-        path = str(self.last_path(trainer))
-        return any(  # ModelCheckpoint already wrote this very state
-            isinstance(cb, ModelCheckpoint)
-            and path in (cb.last_model_path, cb.best_model_path)
-            and getattr(cb, "_last_global_step_saved", None) == trainer.global_step
-            for cb in trainer.callbacks
-        )
-
-    def on_exception(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
-    ) -> None:
-        previous = self._restore_handlers()
-        if isinstance(exception, SIGTERMException) and not (trainer.sanity_checking or trainer.fast_dev_run):
-            path = self._save(trainer)
-            log.warning("stopped by SIGTERM at global step %d: saved %s", trainer.global_step, path)
-        self._chain(trainer, previous)  # never drop a signal the previous handler (submitit) expects
