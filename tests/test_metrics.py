@@ -71,6 +71,33 @@ def test_ap_recall_mrr_rank_distance_hand_computed():
         assert np.isnan(v[4])
 
 
+def test_average_precision_cut_at_a_run_depth():
+    """AP of a run holding only the top k (trec_eval ``map`` of a depth-k run, ir_measures ``AP@k``):
+    relevant documents below k add no precision but still count: {1, 3, 1200} at k = 1000 gives
+    (1/1 + 2/3 + 0) / 3; with k past every rank it is the full-ranking AP."""
+    ranks = [np.array([1200, 1, 3]), np.array([1001]), np.array([], np.int64)]
+    got = average_precision(ranks, k=1000)
+    np.testing.assert_allclose(got[:2], [(1 + 2 / 3) / 3, 0.0])
+    assert np.isnan(got[2])
+    np.testing.assert_array_equal(average_precision(ranks, k=5000), average_precision(ranks))
+    with pytest.raises(ValueError):
+        average_precision(ranks, k=0)
+
+
+def test_average_precision_cut_matches_pytrec_eval_map_cut():
+    rng = np.random.default_rng(5)
+    q = (rng.integers(-2, 3, (60, 8)) / 2).astype(np.float32)
+    d = (rng.integers(-2, 3, (300, 8)) / 2).astype(np.float32)
+    rel = [rng.choice(300, size=rng.integers(1, 8), replace=False) for _ in range(60)]
+    scores = q.astype(np.float64) @ d.astype(np.float64).T
+    names = [docno(j, 300) for j in range(300)]
+    qrels = {f"q{i}": {names[r]: 1 for r in rs} for i, rs in enumerate(rel)}
+    run = {f"q{i}": dict(zip(names, map(float, scores[i]))) for i in range(60)}
+    trec = pytrec_eval.RelevanceEvaluator(qrels, {"map_cut.20"}).evaluate(run)
+    ours = average_precision(relevant_ranks(q, d, rel), k=20)
+    np.testing.assert_allclose(ours, [trec[f"q{i}"]["map_cut_20"] for i in range(60)], rtol=0, atol=1e-6)
+
+
 def test_compute_metrics_names_and_flat_input():
     ranks = [np.array([2, 9]), np.array([1])]
     m = compute_metrics(ranks, rank_distance=True)

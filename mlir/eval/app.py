@@ -121,8 +121,10 @@ def evaluate_from_config(cfg: DictConfig) -> dict[str, float]:
             cfg.ckpt_path = str(eval_checkpoint(ckpt))
 
     from mlir.eval.report_table import format_table, write_json_atomic
-    from mlir.eval.runner import evaluate
+    from mlir.eval.runner import evaluate, evaluate_options
     from mlir.eval.search import resolve_device
+
+    options = evaluate_options(cfg)  # a bad value fails before the model loads
 
     device = resolve_device(cfg.eval.get("device", "auto"))
     split_note = restrict_to_run_split(cfg)
@@ -141,6 +143,7 @@ def evaluate_from_config(cfg: DictConfig) -> dict[str, float]:
         device=device,
         seed=cfg.get("seed"),
         details=details,
+        **options,
     )
     seconds = time.perf_counter() - t0
     columns = [tuple(c) for c in cfg.eval.get("table_columns") or []] or None
@@ -153,6 +156,8 @@ def evaluate_from_config(cfg: DictConfig) -> dict[str, float]:
     if out:
         write_json_atomic(out, metrics)
         print(f"metrics written to {out}", flush=True)
+    if options["runs"] is not None:
+        print(f"TREC runs and qrels written to {options['runs'].dir}", flush=True)
     if cfg.eval.get("details_file"):
         write_json_atomic(
             cfg.eval.details_file, {"source": source, "seconds": round(seconds, 3), "benchmarks": details}

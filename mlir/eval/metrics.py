@@ -8,7 +8,8 @@ no truncated top-k lists. Definitions follow trec_eval (as exposed by pytrec_eva
   ideal DCG places *all* of the query's relevant docs first (``min(n_rel, k)`` ideal positions), so a
   relevant doc that misses the top ``k`` lowers the score. torchmetrics' ``RetrievalNormalizedDCG``
   builds the ideal only from the documents it is given, so on top-k lists it overestimates.
-* ``map`` = trec_eval ``map`` over the full ranking: mean over relevant docs of precision at its rank.
+* ``map`` = trec_eval ``map`` over the full ranking: mean over relevant docs of precision at its rank
+  (:func:`average_precision` with ``k``: of a run cut at depth ``k``, e.g. the TREC run files' 1000).
 * ``recall@k`` = trec_eval ``recall_k``; ``mrr@k`` = trec_eval ``recip_rank`` cut at ``k``
   (``1 / first relevant rank`` if it is ``<= k``, else 0).
 * ``rank_distance`` = max minus min rank among a query's relevant docs: with parallel relevant
@@ -121,12 +122,19 @@ def ndcg_at_k(ranks: RanksLike, k: int = 10) -> np.ndarray:
         return _undefined_where(dcg / idcg, seg.n == 0)
 
 
-def average_precision(ranks: RanksLike) -> np.ndarray:
-    """Per-query average precision over the full ranking (trec_eval ``map`` with all docs retrieved)."""
+def average_precision(ranks: RanksLike, k: int | None = None) -> np.ndarray:
+    """Per-query average precision over the full ranking (trec_eval ``map`` with all docs retrieved).
+
+    ``k``: AP of the top ``k`` only (trec_eval ``map`` of a run cut at depth ``k``, ir_measures
+    ``AP@k``): relevant documents ranked below ``k`` add no precision but still count in the divisor.
+    """
     seg = _segments(ranks)
     pos = np.arange(seg.sorted.size, dtype=np.float64) - seg.offsets[seg.qid] + 1.0  # 1..n_rel
+    prec = pos / seg.sorted
+    if k is not None:
+        prec = np.where(seg.sorted <= _check_k(k), prec, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        ap = _per_query_sum(seg, pos / seg.sorted) / seg.n
+        ap = _per_query_sum(seg, prec) / seg.n
     return _undefined_where(ap, seg.n == 0)
 
 

@@ -9,8 +9,9 @@ Columns (one row per query and view; a view is a setting and a query/document la
 
 * ``benchmark``, ``setting`` (mono/cross/multi), ``q_lang``, ``d_lang`` (the searched language; ``*``
   for multi), ``qid`` (the parallel query id of the source data: the same question in every language)
-* one float column per metric: ``ndcg@10``, ``map``, ``recall@k``, ``mrr@10`` and ``rank_distance``
-  (multi only; NaN elsewhere and where undefined).
+* one float column per metric: ``ndcg@10``, ``map``, ``recall@k``, ``mrr@10``, and the multi setting's
+  language-bias measures ``rank_distance``, ``mrc@10`` and ``peer@10`` (:mod:`mlir.eval.fairness`; NaN
+  in the other settings and where undefined).
 """
 
 from __future__ import annotations

@@ -14,11 +14,19 @@ Keys (``{benchmark}`` is the configured name, e.g. ``xquad_r``, ``mkqa``, ``xqua
   ``.../rank_distance_undefined`` count the multi queries with a distance and those left out (their
   relevant documents are in fewer than two languages of the pool; MLQA-R questions exist in 2 to 4).
 
+* ``{benchmark}/multi/mrc@10[/{lang}]`` and ``{benchmark}/multi/peer@10[/{lang}]``: the language-fairness
+  measures of :mod:`mlir.eval.fairness` (``fairness_k``, 10 by default; ``None`` leaves them out). MRC@k:
+  Spearman correlation of the top-k lists of the same question asked in two languages, averaged over
+  the other languages, then over a language's queries; PEER@k: the Kruskal-Wallis p-value of equal
+  expected rank of a query's relevant documents across their languages (undefined, like the rank
+  distance, for relevant documents in fewer than two languages). Neither enters ``avg``.
+
 ``metric`` is one of the names :func:`mlir.eval.metrics.compute_metrics` returns (``ndcg@10``, ``map``,
 ``recall@1/5/10/100``, ``mrr@10``). All of them come from the rank of *every* relevant document in the
 full ranking (:func:`mlir.eval.search.relevant_ranks`, by counting), never from a truncated top-k list.
 Undefined values (a language without evaluable queries; rank distance with a single language) are left
-out rather than reported as NaN.
+out rather than reported as NaN. With ``runs``, every view is also written as a TREC run and qrels
+(:mod:`mlir.eval.trec`; definitions and file layout in ``docs/evaluation.md``).
 """
 
 from __future__ import annotations
@@ -26,14 +34,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from mlir.core.errors import ConfigError
 from mlir.eval.benchmarks import Benchmark, load_benchmarks
 from mlir.eval.encode import DistInfo, EmbeddingCache, encode_texts
 from mlir.eval.tasks import SETTINGS, RetrievalTask, SettingQueries, language_rank_distance
+from mlir.eval.trec import DEPTH, RunFiles
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +65,14 @@ def _mean(x: np.ndarray) -> float:
 
 #: Queries per ``relevant_ranks`` call when views sharing a document set are ranked together.
 MAX_QUERIES_PER_CALL = 65536
+#: Cutoff of the multi setting's fairness measures (MRC@k, PEER@k; :mod:`mlir.eval.fairness`).
+FAIRNESS_K = 10
+#: Metrics of the multi setting only (language bias / fairness): never averaged into ``avg``.
+_MULTI_ONLY = ("rank_distance", "mrc@", "peer@")
+
+
+def _multi_only(metric: str) -> bool:
+    return metric == _MULTI_ONLY[0] or metric.startswith(_MULTI_ONLY[1:])
 
 
 def _rank_jobs(
@@ -94,20 +113,47 @@ def _view_metrics(
     q_emb: torch.Tensor,
     d_emb: torch.Tensor,
     ks: Sequence[int],
-    with_rank_distance: bool,
+    multi: bool,
+    fairness_k: int | None = None,
 ) -> dict[str, np.ndarray]:
-    """Per-query metric arrays of one view from its relevant ranks."""
+    """Per-query metric arrays of one view from its relevant ranks; a multi view adds the rank
+    distance and, with ``fairness_k``, PEER@k (MRC@k needs every language: :func:`_add_mrc`)."""
+    from mlir.eval.fairness import peer_at_k
     from mlir.eval.metrics import compute_metrics
 
     if not len(view.rows):
         return {}
     per_query = dict(compute_metrics(ranks, ks=tuple(ks)))
-    if with_rank_distance:
+    if multi:
         q = q_emb[torch.from_numpy(view.rows)]
-        per_query["rank_distance"] = language_rank_distance(
-            ranks, view.rel_lang, _relevant_scores(q, d_emb, view.rel)
-        )
+        scores = _relevant_scores(q, d_emb, view.rel)
+        per_query["rank_distance"] = language_rank_distance(ranks, view.rel_lang, scores)
+        if fairness_k:
+            per_query[f"peer@{fairness_k}"] = peer_at_k(ranks, view.rel_lang, fairness_k, scores)
     return per_query
+
+
+def _add_mrc(
+    views: list[View],
+    per_query: list[dict[str, np.ndarray]],
+    queries_of: Callable[[str], torch.Tensor],
+    pool: torch.Tensor,
+    k: int,
+    device: Any,
+) -> None:
+    """MRC@k of every multi view's queries (same question, other languages, same pool), in place."""
+    from mlir.eval.fairness import mrc_at_k
+    from mlir.eval.search import topk
+
+    tops = {}
+    for (setting, _, v, _), pq in zip(views, per_query):
+        if setting == "multi" and pq:
+            _, idx = topk(queries_of(v.q_lang)[torch.from_numpy(v.rows)], pool, k, device=device)
+            tops[v.q_lang] = (v.qids, idx)
+    mrc = mrc_at_k(tops)
+    for (setting, _, v, _), pq in zip(views, per_query):
+        if setting == "multi" and pq:
+            pq[f"mrc@{k}"] = mrc[v.q_lang]
 
 
 def _relevant_scores(q: torch.Tensor, d: torch.Tensor, rel: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -200,7 +246,7 @@ def _setting_keys(name: str, per_lang: dict[str, dict[str, dict[str, float]]]) -
                 np.array([r[metric] for r in res.values() if metric in r])
             )
     shared = set.intersection(*(set(m) for m in macro.values())) if macro else set()
-    for metric in sorted(shared - {"rank_distance"}):
+    for metric in sorted(m for m in shared if not _multi_only(m)):
         out[f"{name}/avg/{metric}"] = _mean(np.array([macro[s][metric] for s in macro]))
     return out
 
@@ -255,28 +301,40 @@ def score_task(
     device: Any = None,
     pair_keys: bool = False,
     per_query: list[dict[str, Any]] | None = None,
+    fairness_k: int | None = FAIRNESS_K,
+    runs: RunFiles | None = None,
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """Metrics of one task from its embeddings.
 
     ``q_emb`` rows follow ``task.queries[lang].texts`` for ``lang`` in ``task.langs``, concatenated;
     ``d_emb`` rows follow ``task.docs[lang]`` likewise. Returns (flat metrics, query counts per view).
     ``per_query``, if given, receives one entry per view with every query's metrics (paired
-    significance tests need them; see :mod:`mlir.eval.per_query`).
+    significance tests need them; see :mod:`mlir.eval.per_query`). ``fairness_k``: the cutoff of the
+    multi setting's MRC@k and PEER@k (``None``: not computed). ``runs``: write the TREC run and qrels
+    of every view of ``runs.settings`` (:mod:`mlir.eval.trec`).
     """
     q_sl = dict(zip(task.langs, _slices([len(task.queries[x].texts) for x in task.langs])))
     d_sl = dict(zip(task.langs, _slices([len(task.docs[x]) for x in task.langs])))
+
+    def queries_of(lang: str) -> torch.Tensor:
+        return q_emb[q_sl[lang]]
 
     def searched_docs(searched: str) -> torch.Tensor:
         return d_emb if searched == "*" else d_emb[d_sl[searched]]
 
     views = _task_views(task, settings, pairs)
-    ranks = _rank_views(views, lambda lang: q_emb[q_sl[lang]], searched_docs, device)
+    ranks = _rank_views(views, queries_of, searched_docs, device)
+    pqs = [
+        _view_metrics(
+            v, ranks[i], queries_of(v.q_lang), searched_docs(searched), ks, setting == "multi", fairness_k
+        )
+        for i, (setting, _, v, searched) in enumerate(views)
+    ]
+    if fairness_k and "multi" in settings:
+        _add_mrc(views, pqs, queries_of, d_emb, fairness_k, device)
     counts: dict[str, dict[str, dict[str, int]]] = {}
     scored: list[tuple[str, str, str, dict[str, float]]] = []  # (setting, key, query language, means)
-    for i, (setting, key, v, searched) in enumerate(views):
-        pq = _view_metrics(
-            v, ranks[i], q_emb[q_sl[v.q_lang]], searched_docs(searched), ks, setting == "multi"
-        )
+    for (setting, key, v, _), pq in zip(views, pqs):
         if not pq:
             continue
         counts.setdefault(setting, {})[key] = _view_counts(v, pq)
@@ -285,7 +343,47 @@ def score_task(
         scored.append((setting, key, v.q_lang, {metric: _mean(x) for metric, x in pq.items()}))
     out = _flat_keys(task.name, settings, scored, pair_keys)
     out.update(_bias_counts(task.name, counts))
+    if runs is not None:
+        _write_runs(runs, task, views, queries_of, searched_docs, device)
     return {k: v for k, v in out.items() if not np.isnan(v)}, counts
+
+
+def _write_runs(
+    runs: RunFiles,
+    task: RetrievalTask,
+    views: list[View],
+    queries_of: Callable[[str], torch.Tensor],
+    docs_of: Callable[[str], torch.Tensor],
+    device: Any,
+) -> None:
+    """A TREC run and qrels per view with queries (:func:`mlir.eval.trec.write_view`), and the
+    documents and queries behind them (:func:`mlir.eval.trec.write_collection`)."""
+    from mlir.eval.trec import write_collection, write_view
+
+    t0 = time.perf_counter()
+    write_collection(runs.dir, task)
+    n = 0
+    for setting, key, v, searched in views:
+        if len(v.rows) and setting in runs.settings:
+            write_view(
+                runs.dir,
+                task,
+                setting,
+                key,
+                v,
+                queries_of(v.q_lang),
+                docs_of(searched),
+                depth=runs.depth,
+                device=device,
+            )
+            n += 1
+    log.info(
+        "%s: %d TREC runs and qrels written to %s in %.1fs",
+        task.name,
+        n,
+        Path(runs.dir) / task.name,
+        time.perf_counter() - t0,
+    )
 
 
 def _concat_texts(task: RetrievalTask) -> tuple[list[str], list[str]]:
@@ -303,11 +401,14 @@ def evaluate_benchmark(
     dist: DistInfo | None = None,
     per_query: list[dict[str, Any]] | None = None,
     cache: EmbeddingCache | None = None,
+    fairness_k: int | None = FAIRNESS_K,
+    runs: RunFiles | None = None,
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """Encode (sharded, deduplicated) and score one benchmark; every rank gets the same metrics.
 
     ``per_query`` (rank 0 only) receives the per-query metrics of every view (see :func:`score_task`).
     ``cache`` holds embeddings of texts already encoded by earlier benchmarks of the same evaluation.
+    ``fairness_k`` and ``runs``: see :func:`score_task` (rank 0 writes the runs).
     """
     dist = dist or DistInfo()
     task = bench.task
@@ -329,6 +430,8 @@ def evaluate_benchmark(
             device=device,
             pair_keys=bool(c.cross.get("pair_keys", False)),
             per_query=per_query,
+            fairness_k=fairness_k,
+            runs=runs,
         )
         t_all = time.perf_counter() - t0
         info = {
@@ -337,6 +440,8 @@ def evaluate_benchmark(
             "seconds": {"encode": round(t_enc, 3), "total": round(t_all, 3)},
             "texts": {"queries": len(q_texts), "docs": len(d_texts)},
         }
+        if runs is not None:
+            info["runs"] = str(Path(runs.dir) / task.name)
         result = (metrics, info)
         log.info(
             "%s: %s in %.1fs (encoding %.1fs)",
@@ -365,6 +470,8 @@ def evaluate(
     max_queries_per_lang: int | None = None,
     details: dict[str, Any] | None = None,
     per_query: list[dict[str, Any]] | None = None,
+    fairness_k: int | None = FAIRNESS_K,
+    runs: RunFiles | None = None,
 ) -> dict[str, float]:
     """Evaluate ``encoder`` on ``benchmarks`` (``eval.benchmarks``: name -> config, or built Benchmarks).
 
@@ -374,6 +481,8 @@ def evaluate(
     seed of benchmarks that set none; ``max_queries_per_lang`` overrides the benchmarks' own subsample.
     ``details``, if given, receives per-benchmark counts and timings; ``per_query``, if given, the
     per-query metrics of every view on rank 0 (written by :func:`mlir.eval.per_query.write_per_query`).
+    ``fairness_k``: cutoff of the multi setting's MRC@k / PEER@k (``None``: off); ``runs``: where and
+    how to write a TREC run and qrels of every view (``eval.run_dir``; :mod:`mlir.eval.trec`).
     """
     dist = dist or DistInfo.from_trainer(trainer)
     if device is None and trainer is not None:
@@ -383,9 +492,46 @@ def evaluate(
     for bench in load_benchmarks(benchmarks, seed=seed):
         bench = bench.with_max_queries(max_queries_per_lang)
         metrics, info = evaluate_benchmark(
-            encoder, bench, batch_size=batch_size, device=device, dist=dist, per_query=per_query, cache=cache
+            encoder,
+            bench,
+            batch_size=batch_size,
+            device=device,
+            dist=dist,
+            per_query=per_query,
+            cache=cache,
+            fairness_k=fairness_k,
+            runs=runs,
         )
         out.update(metrics)
         if details is not None:
             details[bench.name] = info
     return out
+
+
+def evaluate_options(cfg: Any) -> dict[str, Any]:
+    """:func:`evaluate`'s ``fairness_k`` and ``runs`` from ``eval.fairness_k`` and ``eval.run_dir`` /
+    ``run_depth`` / ``run_settings`` of a config; absent keys take the defaults (train.py's ``eval``
+    has none). ``eval.py`` and the final evaluation of ``train.py`` call it before any model loads.
+
+    ``fairness_k``: cutoff of the multi setting's MRC@k and PEER@k (null: off). ``run_dir``: write a
+    TREC run and qrels of every view there (null: off; docs/evaluation.md); ``run_depth``: documents
+    per query (1000); ``run_settings``: the settings whose views are written (null: all).
+    """
+    ev = cfg.get("eval") or {}
+    k, depth = ev.get("fairness_k", FAIRNESS_K), ev.get("run_depth", DEPTH)
+    for key, value, nullable in (("fairness_k", k, True), ("run_depth", depth, False)):
+        if (value is None and not nullable) or (
+            value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1)
+        ):
+            raise ConfigError(
+                f"must be a positive integer{' or null' if nullable else ''}, got {value!r}",
+                where=f"eval.{key}",
+            )
+    settings = ev.get("run_settings") or list(SETTINGS)
+    settings = [settings] if isinstance(settings, str) else [str(x) for x in settings]
+    bad = [x for x in settings if x not in SETTINGS]
+    if bad:
+        raise ConfigError(f"unknown setting(s) {bad}; use {list(SETTINGS)}", where="eval.run_settings")
+    run_dir = ev.get("run_dir")
+    runs = RunFiles(str(run_dir), int(depth), tuple(settings)) if run_dir else None
+    return {"fairness_k": k, "runs": runs}

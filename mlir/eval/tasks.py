@@ -94,6 +94,10 @@ class RetrievalTask:
         merge_duplicate_queries: within one language, identical query texts are one query whose
             relevant documents are the union (MTEB's MKQARetrieval keys queries by their text).
         meta: provenance and skip counts, reported with the results.
+        doc_ids: per language, a stable id of every candidate (the TREC run files' docnos are
+            ``{lang}:{id}``, see :mod:`mlir.eval.trec`). ``None``: each candidate's position in the
+            task as built, kept through :meth:`restrict_groups`, so a document has the same id in every
+            fold and subsample.
     """
 
     name: str
@@ -106,8 +110,11 @@ class RetrievalTask:
     doc_groups: dict[str, list[str]] | None = None
     merge_duplicate_queries: bool = False
     meta: dict = field(default_factory=dict)
+    doc_ids: dict[str, list[str]] | None = None
 
     def __post_init__(self) -> None:
+        if self.doc_ids is None:
+            self.doc_ids = {x: [str(i) for i in range(len(d))] for x, d in self.docs.items()}
         for lang in self.langs:
             if lang not in self.queries or lang not in self.docs or lang not in self.rel:
                 raise ValueError(f"{self.name}: language '{lang}' lacks queries, docs or relevance")
@@ -121,6 +128,8 @@ class RetrievalTask:
                 )
             if len(r.indices) and (r.indices.min() < 0 or r.indices.max() >= len(self.docs[lang])):
                 raise ValueError(f"{self.name}/{lang}: relevant document index out of range")
+            if len(self.doc_ids.get(lang, ())) != len(self.docs[lang]):
+                raise ValueError(f"{self.name}/{lang}: doc_ids do not match the documents")
 
     # ------------------------------------------------------------------ restrictions
     def select_langs(self, langs: Sequence[str] | None) -> RetrievalTask:
@@ -143,6 +152,7 @@ class RetrievalTask:
             docs={x: self.docs[x] for x in langs},
             rel={x: self.rel[x] for x in langs},
             doc_groups={x: self.doc_groups[x] for x in langs} if self.doc_groups is not None else None,
+            doc_ids={x: self.doc_ids[x] for x in langs},
         )
 
     def restrict_groups(self, groups: Collection[str]) -> RetrievalTask:
@@ -155,7 +165,7 @@ class RetrievalTask:
         qkeep = np.fromiter(
             (g in keep_groups for g in self.query_groups), dtype=bool, count=len(self.query_groups)
         )
-        queries, docs, rel, doc_groups = {}, {}, {}, {}
+        queries, docs, rel, doc_groups, doc_ids = {}, {}, {}, {}, {}
         for lang in self.langs:
             q = self.queries[lang]
             m = qkeep[q.ids]
@@ -166,6 +176,7 @@ class RetrievalTask:
             new_index = np.cumsum(dkeep) - 1
             docs[lang] = [t for t, k in zip(self.docs[lang], dkeep) if k]
             doc_groups[lang] = [g for g, k in zip(self.doc_groups[lang], dkeep) if k]
+            doc_ids[lang] = [d for d, k in zip(self.doc_ids[lang], dkeep) if k]
             r = self.rel[lang]
             lists = []
             for qid in range(len(self.query_ids)):
@@ -174,7 +185,9 @@ class RetrievalTask:
                 lists.append(new_index[idx])
             rel[lang] = Relevance.from_lists(lists)
         meta = dict(self.meta, groups=sorted(keep_groups))
-        return replace(self, queries=queries, docs=docs, rel=rel, doc_groups=doc_groups, meta=meta)
+        return replace(
+            self, queries=queries, docs=docs, rel=rel, doc_groups=doc_groups, doc_ids=doc_ids, meta=meta
+        )
 
     def subsample_queries(self, max_per_lang: int | None, seed: int = 0) -> RetrievalTask:
         """At most ``max_per_lang`` queries per language, chosen reproducibly and *parallel* across languages.

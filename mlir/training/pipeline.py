@@ -153,7 +153,7 @@ def build(cfg: DictConfig, ckpt_path: str | None = None) -> tuple[Any, Any, Any]
 
 def evaluate_module(cfg: DictConfig, module: Any, trainer: Any | None = None) -> dict[str, float]:
     """Run ``eval.benchmarks`` on the module's encoder (sharded across ranks under DDP)."""
-    from mlir.eval.runner import evaluate
+    from mlir.eval.runner import evaluate, evaluate_options
 
     benchmarks = cfg.get("eval", {}).get("benchmarks")
     if not benchmarks:
@@ -167,6 +167,7 @@ def evaluate_module(cfg: DictConfig, module: Any, trainer: Any | None = None) ->
         trainer=trainer,
         seed=cfg.seed,
         per_query=per_query,
+        **evaluate_options(cfg),  # fairness cutoff, TREC run files (eval.run_dir)
     )
     if per_query and (trainer is None or trainer.is_global_zero):
         from mlir.eval.per_query import write_per_query
@@ -186,8 +187,10 @@ def preflight(cfg: DictConfig) -> str | None:
         raise ConfigError(f"model directory '{name}' does not exist", where="model.encoder.name_or_path")
     if cfg.get("test", True):  # a benchmark config mistake found now, not after the training
         from mlir.eval.benchmarks import check_benchmarks
+        from mlir.eval.runner import evaluate_options
 
         check_benchmarks(OmegaConf.select(cfg, "eval.benchmarks", default=None), seed=cfg.get("seed"))
+        evaluate_options(cfg)
     mlir.core.config.check_output_dir(OmegaConf.select(cfg, "paths.output_dir", default=None))
     return resolve_ckpt_path(cfg) if cfg.get("train", True) else None
 
