@@ -29,6 +29,7 @@ REAL_TYPES = {  # type -> the module that builds it (one module per protocol)
     "xquad_r_mkqa": "mlir.eval.benchmarks.lareqa_mkqa",
     "mlqa_r_mkqa": "mlir.eval.benchmarks.lareqa_mkqa",
     "jsonl": "mlir.eval.benchmarks.jsonl",
+    "beir": "mlir.eval.benchmarks.beir",
 }
 
 
@@ -48,14 +49,14 @@ def test_registry_lists_the_types():
 
 def test_unknown_type_is_one_line_naming_the_key_and_the_known_types():
     for call in (
-        lambda: load_benchmark("mine", {"type": "beir", "path": "nowhere"}),
-        lambda: load_benchmark("mine", BenchmarkConfig(name="mine", type="beir")),  # built in Python
+        lambda: load_benchmark("mine", {"type": "trec_car", "path": "nowhere"}),
+        lambda: load_benchmark("mine", BenchmarkConfig(name="mine", type="trec_car")),  # built in Python
     ):
         with pytest.raises(ConfigError) as ei:
             call()
         msg = str(ei.value)
         assert "\n" not in msg and ei.value.where == "benchmarks.mine.type"
-        assert msg.startswith("benchmarks.mine.type: unknown benchmark type 'beir'")
+        assert msg.startswith("benchmarks.mine.type: unknown benchmark type 'trec_car'")
         assert all(repr(t) in msg for t in REAL_TYPES)
 
 

@@ -232,3 +232,77 @@ def test_torchmetrics_ndcg_on_topk_lists_is_not_trec_ndcg():
     target[[0, 19]] = 1
     tm_full = RetrievalNormalizedDCG(top_k=10)(preds, target, indexes=torch.zeros(20, dtype=torch.long))
     assert tm_full.item() == pytest.approx(ours, abs=1e-6)
+
+
+# ------------------------------------------------------------------------------ graded relevance
+
+
+def test_graded_ndcg_hand_computed_and_binary_unchanged():
+    """Grades 3 at rank 2 and 1 at rank 1: DCG = 1 + 3/log2(3); ideal = 3 + 1/log2(3)."""
+    ours = ndcg_at_k([np.array([2, 1])], k=10, gains=[np.array([3.0, 1.0])])[0]
+    assert ours == pytest.approx((1 + 3 / math.log2(3)) / (3 + 1 / math.log2(3)), abs=1e-12)
+    # a grade beyond the cut still counts in the ideal: grade 2 at rank 3 with k=2 -> DCG 1, ideal 2 + 1/log2(3)
+    ours = ndcg_at_k([np.array([1, 3])], k=2, gains=[np.array([1.0, 2.0])])[0]
+    assert ours == pytest.approx(1 / (2 + 1 / math.log2(3)), abs=1e-12)
+    # all-ones gains are the binary metric, bit for bit; a flat gain array works like per-query ones
+    rng = np.random.default_rng(0)
+    ranks = [rng.choice(300, size=rng.integers(0, 6), replace=False) + 1 for _ in range(200)]
+    ones = [np.ones(len(r)) for r in ranks]
+    for k in (1, 5, 10, 100):
+        np.testing.assert_array_equal(ndcg_at_k(ranks, k, gains=ones), ndcg_at_k(ranks, k))
+    gains = [rng.integers(1, 4, len(r)).astype(float) for r in ranks]
+    flat = np.concatenate(gains)
+    np.testing.assert_array_equal(ndcg_at_k(ranks, 10, gains=flat), ndcg_at_k(ranks, 10, gains=gains))
+    # only nDCG is graded
+    graded, binary = compute_metrics(ranks, gains=gains), compute_metrics(ranks)
+    assert not np.allclose(graded["ndcg@10"], binary["ndcg@10"], equal_nan=True)
+    for name in binary:
+        if name != "ndcg@10":
+            np.testing.assert_array_equal(graded[name], binary[name])
+    with pytest.raises(ValueError, match="gains"):
+        ndcg_at_k(ranks, 10, gains=gains[:-1])
+
+
+@pytest.mark.parametrize("levels,seed", [(1, 0), (2, 1), (None, 2)])
+def test_graded_metrics_match_pytrec_eval_including_ties(levels, seed):
+    """Randomised graded qrels (grades 0..3, several 0-grade judgements per query) on tied scores:
+    nDCG@k with gain = grade (trec_eval ``ndcg_cut``), map / recall with grade > 0 relevant.
+
+    Our relevance lists only the grade > 0 documents (a 0 judgement is non-relevant, trec_eval's
+    ``relevance_level`` 1); trec_eval gets every judgement, 0s included, and must agree to 1e-6.
+    """
+    rng = np.random.default_rng(seed)
+    n_q, n_docs, dim = 120, 400, 5 if levels == 1 else 12
+    if levels is None:
+        q, d = rng.standard_normal((n_q, dim)), rng.standard_normal((n_docs, dim))
+    else:
+        q = (rng.integers(-levels, levels + 1, (n_q, dim)) / levels).astype(np.float32)
+        d = (rng.integers(-levels, levels + 1, (n_docs, dim)) / levels).astype(np.float32)
+    judged = [rng.choice(n_docs, size=rng.integers(2, 9), replace=False) for _ in range(n_q)]
+    grades = [rng.integers(0, 4, len(j)) for j in judged]
+    for g in grades:
+        g[0] = max(g[0], 1)  # every query has a relevant doc (ours leaves the others out)
+    rel = [j[g > 0] for j, g in zip(judged, grades)]
+    gains = [g[g > 0].astype(np.float64) for g in grades]
+    scores = q.astype(np.float64) @ d.astype(np.float64).T
+    if levels is not None:
+        tied = [np.sum(scores[i] == scores[i, r]) > 1 for i, rs in enumerate(rel) for r in rs]
+        assert np.mean(tied) > 0.5
+
+    ranks = relevant_ranks(q, d, rel, q_chunk=32, d_chunk=128)
+    ours = compute_metrics(ranks, ks=(1, 5, 10, 100), gains=gains)
+    names = [docno(j, n_docs) for j in range(n_docs)]
+    qrels = {
+        f"q{i}": {names[j]: int(x) for j, x in zip(js, gs)} for i, (js, gs) in enumerate(zip(judged, grades))
+    }
+    run = {f"q{i}": dict(zip(names, map(float, scores[i]))) for i in range(n_q)}
+    trec = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.5,10", "map", "recall.1,5,10,100"}).evaluate(run)
+    pairs = {"ndcg@10": "ndcg_cut_10", "map": "map", "recall@1": "recall_1", "recall@5": "recall_5"}
+    pairs.update({"recall@10": "recall_10", "recall@100": "recall_100"})
+    for ours_name, trec_name in pairs.items():
+        ref = np.array([trec[f"q{i}"][trec_name] for i in range(n_q)])
+        np.testing.assert_allclose(ours[ours_name], ref, rtol=0, atol=1e-6, err_msg=ours_name)
+    ref5 = np.array([trec[f"q{i}"]["ndcg_cut_5"] for i in range(n_q)])
+    np.testing.assert_allclose(ndcg_at_k(ranks, 5, gains=gains), ref5, rtol=0, atol=1e-6)
+    # the grades matter here: the binary nDCG differs from trec_eval's graded one
+    assert np.abs(ndcg_at_k(ranks, 10) - ours["ndcg@10"]).max() > 1e-3

@@ -1,4 +1,4 @@
-"""Retrieval metrics computed from the ranks of relevant documents (binary relevance).
+"""Retrieval metrics computed from the ranks of relevant documents (binary; graded for nDCG).
 
 Because :func:`mlir.eval.search.relevant_ranks` ranks the *whole* corpus, every relevant document of
 a query has a rank, and each metric below is a closed-form function of those ranks -- no run files,
@@ -7,7 +7,10 @@ no truncated top-k lists. Definitions follow trec_eval (as exposed by pytrec_eva
 * ``ndcg@k`` = trec_eval ``ndcg_cut_k``: gain 1 per relevant doc, discount ``1/log2(rank + 1)``; the
   ideal DCG places *all* of the query's relevant docs first (``min(n_rel, k)`` ideal positions), so a
   relevant doc that misses the top ``k`` lowers the score. torchmetrics' ``RetrievalNormalizedDCG``
-  builds the ideal only from the documents it is given, so on top-k lists it overestimates.
+  builds the ideal only from the documents it is given, so on top-k lists it overestimates. With
+  graded relevance (``gains``: one positive grade per relevant doc, e.g. a BEIR qrels ``score``) the
+  gain of a doc is its grade (trec_eval's default linear gains) and the ideal orders the query's
+  grades descending; AP, recall and MRR still count every listed doc as relevant (grade > 0).
 * ``map`` = trec_eval ``map`` over the full ranking: mean over relevant docs of precision at its rank
   (:func:`average_precision` with ``k``: of a run cut at depth ``k``, e.g. the TREC run files' 1000).
 * ``recall@k`` = trec_eval ``recall_k``; ``mrr@k`` = trec_eval ``recip_rank`` cut at ``k``
@@ -109,15 +112,42 @@ def _check_k(k: int, name: str = "k") -> int:
     return int(k)
 
 
-def ndcg_at_k(ranks: RanksLike, k: int = 10) -> np.ndarray:
-    """Per-query nDCG@k with trec_eval's ideal (all relevant docs), binary gains, log2 discount."""
+GainsLike = Sequence[np.ndarray] | np.ndarray
+
+
+def _flat_gains(gains: GainsLike, seg: _Segments) -> np.ndarray:
+    """Per-query gain arrays (aligned with the ranks) as one float64 array in the flat order."""
+    if isinstance(gains, np.ndarray) and gains.dtype != object and gains.ndim == 1:
+        flat = gains.astype(np.float64, copy=False)
+    else:
+        if len(gains) != seg.n_queries:
+            raise ValueError(f"gains has {len(gains)} entries but there are {seg.n_queries} queries")
+        parts = [np.asarray(g, dtype=np.float64).reshape(-1) for g in gains]
+        flat = np.concatenate(parts) if parts else np.zeros(0, np.float64)
+    if flat.shape != seg.flat.shape:
+        raise ValueError(f"gains has {flat.size} values but there are {seg.flat.size} relevant ranks")
+    return flat
+
+
+def ndcg_at_k(ranks: RanksLike, k: int = 10, gains: GainsLike | None = None) -> np.ndarray:
+    """Per-query nDCG@k with trec_eval's ideal (all relevant docs), log2 discount; binary gains, or
+    ``gains`` (the grade of every relevant doc, aligned with ``ranks``: trec_eval ``ndcg_cut``)."""
     seg = _segments(ranks)
     k = _check_k(k)
     f = seg.flat
-    gains = np.where(f <= k, 1.0 / np.log2(f.astype(np.float64) + 1.0), 0.0)
-    dcg = _per_query_sum(seg, gains)
-    ideal = np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(2, k + 2, dtype=np.float64)))])
-    idcg = ideal[np.minimum(seg.n, k)]
+    if gains is None:
+        gains = np.where(f <= k, 1.0 / np.log2(f.astype(np.float64) + 1.0), 0.0)
+        dcg = _per_query_sum(seg, gains)
+        ideal = np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(2, k + 2, dtype=np.float64)))])
+        idcg = ideal[np.minimum(seg.n, k)]
+    else:
+        g = _flat_gains(gains, seg)
+        dcg = _per_query_sum(seg, np.where(f <= k, g / np.log2(f.astype(np.float64) + 1.0), 0.0))
+        # the ideal ranking: each query's grades descending, at positions 1..n_rel
+        order = np.lexsort((-g, seg.qid))
+        pos = np.arange(g.size, dtype=np.int64) - seg.offsets[seg.qid] + 1
+        ideal_g = np.where(pos <= k, g[order] / np.log2(pos.astype(np.float64) + 1.0), 0.0)
+        idcg = _per_query_sum(seg, ideal_g)
     with np.errstate(invalid="ignore", divide="ignore"):
         return _undefined_where(dcg / idcg, seg.n == 0)
 
@@ -185,12 +215,15 @@ def compute_metrics(
     *,
     ndcg_k: int = 10,
     mrr_k: int = 10,
+    gains: GainsLike | None = None,
 ) -> dict[str, np.ndarray]:
     """All per-query metrics from relevant ranks, keyed ``ndcg@10``, ``map``, ``recall@{k}``, ``mrr@10``
     (and ``rank_distance`` when asked). The ranks are flattened and sorted once for all metrics.
+    ``gains``: graded relevance of every relevant doc (aligned with ``ranks``; nDCG only), ``None``:
+    binary (a view's :attr:`~mlir.eval.tasks.SettingQueries.gains`).
     """
     seg = _segments(ranks)
-    out = {f"ndcg@{ndcg_k}": ndcg_at_k(seg, ndcg_k), "map": average_precision(seg)}
+    out = {f"ndcg@{ndcg_k}": ndcg_at_k(seg, ndcg_k, gains), "map": average_precision(seg)}
     for k in ks:
         out[f"recall@{k}"] = recall_at_k(seg, k)
     out[f"mrr@{mrr_k}"] = mrr_at_k(seg, mrr_k)

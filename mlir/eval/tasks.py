@@ -30,21 +30,41 @@ SETTINGS = ("mono", "cross", "multi")
 
 @dataclass
 class Relevance:
-    """CSR relevance for one document language: ``indices[indptr[i]:indptr[i+1]]`` are query id i's docs."""
+    """CSR relevance for one document language: ``indices[indptr[i]:indptr[i+1]]`` are query id i's docs.
+
+    ``grades``: the graded relevance (a positive number) of each entry of ``indices``, or ``None`` for
+    binary relevance (every listed document has grade 1; the MKQA / LAReQA / jsonl benchmarks). Only
+    nDCG uses the grades (trec_eval ``ndcg_cut``: gain = grade); every listed document is relevant for
+    AP, recall and MRR. A judgement of grade <= 0 is not relevant and is not listed at all.
+    """
 
     indptr: np.ndarray
     indices: np.ndarray
+    grades: np.ndarray | None = None
 
     @classmethod
-    def from_lists(cls, rel: Sequence[Sequence[int]]) -> Relevance:
+    def from_lists(
+        cls, rel: Sequence[Sequence[int]], grades: Sequence[Sequence[float]] | None = None
+    ) -> Relevance:
         lens = np.fromiter((len(r) for r in rel), dtype=np.int64, count=len(rel))
         indptr = np.zeros(len(rel) + 1, dtype=np.int64)
         np.cumsum(lens, out=indptr[1:])
         flat = [int(i) for r in rel for i in r]
-        return cls(indptr, np.asarray(flat, dtype=np.int64))
+        g = None
+        if grades is not None:
+            g = np.asarray([float(x) for r in grades for x in r], dtype=np.float64)
+            if len(grades) != len(rel) or len(g) != len(flat):
+                raise ValueError("grades must have one value per relevant document")
+        return cls(indptr, np.asarray(flat, dtype=np.int64), g)
 
     def of(self, qid: int) -> np.ndarray:
         return self.indices[self.indptr[qid] : self.indptr[qid + 1]]
+
+    def grades_of(self, qid: int) -> np.ndarray:
+        """The grades of :meth:`of` (ones for binary relevance)."""
+        if self.grades is None:
+            return np.ones(self.indptr[qid + 1] - self.indptr[qid], dtype=np.float64)
+        return self.grades[self.indptr[qid] : self.indptr[qid + 1]]
 
     def counts(self) -> np.ndarray:
         return np.diff(self.indptr)
@@ -64,7 +84,8 @@ class SettingQueries:
 
     ``rows`` index ``task.queries[q_lang]`` (and so the query embeddings of that language); ``rel[i]``
     indexes the concatenation of the searched languages' documents; ``rel_lang[i]`` gives, per relevant
-    document, the position of its language in ``doc_langs``.
+    document, the position of its language in ``doc_langs``; ``gains[i]`` its relevance grade, or
+    ``gains`` is ``None`` when every searched language has binary relevance (all grades 1).
     """
 
     q_lang: str
@@ -76,6 +97,7 @@ class SettingQueries:
     offsets: np.ndarray
     dropped: int = 0
     merged: int = 0
+    gains: list[np.ndarray] | None = None
 
 
 @dataclass
@@ -128,6 +150,8 @@ class RetrievalTask:
                 )
             if len(r.indices) and (r.indices.min() < 0 or r.indices.max() >= len(self.docs[lang])):
                 raise ValueError(f"{self.name}/{lang}: relevant document index out of range")
+            if r.grades is not None and (len(r.grades) != len(r.indices) or (r.grades <= 0).any()):
+                raise ValueError(f"{self.name}/{lang}: grades must be positive, one per relevant document")
             if len(self.doc_ids.get(lang, ())) != len(self.docs[lang]):
                 raise ValueError(f"{self.name}/{lang}: doc_ids do not match the documents")
 
@@ -178,12 +202,13 @@ class RetrievalTask:
             doc_groups[lang] = [g for g, k in zip(self.doc_groups[lang], dkeep) if k]
             doc_ids[lang] = [d for d, k in zip(self.doc_ids[lang], dkeep) if k]
             r = self.rel[lang]
-            lists = []
+            lists, grades = [], []
             for qid in range(len(self.query_ids)):
-                idx = r.of(qid)
-                idx = idx[dkeep[idx]] if qkeep[qid] else idx[:0]
-                lists.append(new_index[idx])
-            rel[lang] = Relevance.from_lists(lists)
+                idx, g = r.of(qid), r.grades_of(qid)
+                keep = dkeep[idx] if qkeep[qid] else np.zeros(len(idx), dtype=bool)
+                lists.append(new_index[idx[keep]])
+                grades.append(g[keep])
+            rel[lang] = Relevance.from_lists(lists, grades if r.grades is not None else None)
         meta = dict(self.meta, groups=sorted(keep_groups))
         return replace(
             self, queries=queries, docs=docs, rel=rel, doc_groups=doc_groups, doc_ids=doc_ids, meta=meta
@@ -227,15 +252,19 @@ class RetrievalTask:
         np.cumsum(sizes, out=offsets[1:])
         q = self.queries[q_lang]
         # gather every (query row, doc language, doc) triple with array ops, in row then language order
-        pos, lang_of, docs = [], [], []
+        graded = any(self.rel[x].grades is not None for x in doc_langs)
+        pos, lang_of, docs, grade = [], [], [], []
         for i, x in enumerate(doc_langs):
             r = self.rel[x]
             starts, counts = r.indptr[q.ids], r.indptr[q.ids + 1] - r.indptr[q.ids]
             total = int(counts.sum())
             within = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
-            docs.append(r.indices[np.repeat(starts, counts) + within] + offsets[i])
+            at = np.repeat(starts, counts) + within
+            docs.append(r.indices[at] + offsets[i])
             pos.append(np.repeat(np.arange(len(q.ids), dtype=np.int64), counts))
             lang_of.append(np.full(total, i, dtype=np.int64))
+            if graded:
+                grade.append(r.grades[at] if r.grades is not None else np.ones(total, dtype=np.float64))
         pos_a = np.concatenate(pos) if pos else np.zeros(0, np.int64)
         order = np.argsort(
             pos_a, kind="stable"
@@ -247,17 +276,25 @@ class RetrievalTask:
         split_at = np.cumsum(n_rel)[:-1]
         all_rel = np.split(docs_a, split_at)
         all_lang = np.split(lang_a, split_at)
-        rows, rel, rel_lang = [], [], []
+        all_gain = np.split(np.concatenate(grade)[order], split_at) if graded else None
+        rows, rel, rel_lang, gains = [], [], [], []
         dropped = int((n_rel == 0).sum())
         first_of_text: dict[str, int] = {}
         merged = 0
         for row in np.flatnonzero(n_rel).tolist():
             r, rl = all_rel[row], all_lang[row]
+            g = all_gain[row] if all_gain is not None else None
             if self.merge_duplicate_queries:
                 k = first_of_text.get(q.texts[row])
                 if k is not None:
-                    both, first = np.unique(np.concatenate([rel[k], r]), return_index=True)
-                    rel_lang[k] = np.concatenate([rel_lang[k], rl])[first]
+                    both_g = np.concatenate([gains[k], g]) if g is not None else None
+                    cat = np.concatenate([rel[k], r])
+                    # a document relevant to both keeps its highest grade: order by grade first
+                    by = np.argsort(-both_g, kind="stable") if both_g is not None else np.arange(len(cat))
+                    both, first = np.unique(cat[by], return_index=True)
+                    rel_lang[k] = np.concatenate([rel_lang[k], rl])[by][first]
+                    if both_g is not None:
+                        gains[k] = both_g[by][first]
                     rel[k] = both
                     merged += 1
                     continue
@@ -265,6 +302,7 @@ class RetrievalTask:
             rows.append(row)
             rel.append(r)
             rel_lang.append(rl)
+            gains.append(g)
         rows_a = np.asarray(rows, dtype=np.int64)
         qids = q.ids[rows_a] if len(rows_a) else np.zeros(0, np.int64)
         return SettingQueries(
@@ -277,6 +315,7 @@ class RetrievalTask:
             offsets=offsets,
             dropped=dropped,
             merged=merged,
+            gains=gains if graded else None,
         )
 
     def cross_pairs(

@@ -11,7 +11,8 @@ Following :func:`load_benchmark`:
 * ``mkqa.py``        type ``mkqa`` (MTEB's MKQARetrieval protocol), :func:`mkqa_task`;
 * ``lareqa.py``      types ``xquad_r`` / ``mlqa_r`` (LAReQA protocol), :func:`lareqa_task`;
 * ``lareqa_mkqa.py`` types ``xquad_r_mkqa`` / ``mlqa_r_mkqa``: XQuAD-R / MLQA-R with the MKQA protocol;
-* ``jsonl.py``       type ``jsonl``: your own parallel JSONL (``data=jsonl``), e.g. its held-out test groups.
+* ``jsonl.py``       type ``jsonl``: your own parallel JSONL (``data=jsonl``), e.g. its held-out test groups;
+* ``beir.py``        type ``beir``: BEIR-format datasets per language (MIRACL, Mr. TyDi, ...), graded qrels.
 
 A new type is one new module with a ``@register_type("name")`` function ``load(cfg) -> RetrievalTask``,
 imported below.
@@ -20,7 +21,7 @@ imported below.
 from __future__ import annotations
 
 # isort: off
-from mlir.eval.benchmarks import mkqa, lareqa, lareqa_mkqa, jsonl  # noqa: F401  registers the types, in this order
+from mlir.eval.benchmarks import mkqa, lareqa, lareqa_mkqa, jsonl, beir  # noqa: F401  registers the types, in this order
 
 # isort: on
 from mlir.eval.benchmarks.config import CANDIDATE_MODES, DEFAULT_KS, BenchmarkConfig

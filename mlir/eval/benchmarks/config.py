@@ -21,7 +21,11 @@ CANDIDATE_MODES = {  # config value -> XquadRLang.candidate_texts mode
 }
 DEFAULT_KS = (1, 5, 10, 100)
 #: types whose candidates are not LAReQA sentences: their allowed ``candidates`` values, the default first
-TYPE_CANDIDATES = {"jsonl": ("positive", "positive_and_negatives")}
+TYPE_CANDIDATES = {"jsonl": ("positive", "positive_and_negatives"), "beir": ("title_text", "text")}
+#: types whose settings default to mono only (their queries are not parallel across languages)
+TYPE_SETTINGS = {"beir": ["mono"]}
+#: keys of one type only: key -> (type, default)
+TYPE_KEYS = {"qrels_split": ("beir", "dev"), "parallel_queries": ("beir", False)}
 #: the split keys that choose the held-out groups; a split without any of them holds out nothing
 HOLD_OUT_KEYS = ("n_folds", "n_test_groups", "test_fraction", "groups")
 
@@ -44,6 +48,8 @@ class BenchmarkConfig:
     ks: tuple[int, ...] = DEFAULT_KS
     main_metric: str = "ndcg@10"
     download: bool = True
+    qrels_split: str = "dev"
+    parallel_queries: bool = False
 
     @classmethod
     def from_mapping(
@@ -62,7 +68,10 @@ class BenchmarkConfig:
                 f"a '{kind}' benchmark must not be reported as 'mkqa'; name it after its source (e.g. {kind})",
                 where=where,
             )
-        settings = _checked_settings(cfg.get("settings"), where)
+        for key, (owner, _) in TYPE_KEYS.items():
+            if cfg.get(key) is not None and kind != owner:
+                raise ConfigError(f"only a type '{owner}' benchmark has this key", where=f"{where}.{key}")
+        settings = _checked_settings(cfg.get("settings") or TYPE_SETTINGS.get(kind), where)
         cross = cfg.get("cross") or {}
         bad_cross = sorted(set(cross) - {"pairs", "source", "target", "pair_keys"})
         if bad_cross:
@@ -89,7 +98,11 @@ class BenchmarkConfig:
             ks=ks,
             main_metric=cfg.get("main_metric", "ndcg@10"),
             download=bool(cfg.get("download", True)),
+            qrels_split=_checked_qrels_split(cfg.get("qrels_split"), f"{where}.qrels_split"),
+            parallel_queries=bool(cfg.get("parallel_queries") or False),
         )
+        if kind == "beir":
+            check_beir_settings(out)
         if out.candidates not in modes:
             raise ConfigError(
                 f"unknown candidates {out.candidates!r}; use one of {sorted(modes)}",
@@ -107,6 +120,24 @@ def _checked_settings(settings: Any, where: str) -> list[str]:
     if bad:
         raise ConfigError(f"unknown setting(s) {bad}; use {list(SETTINGS)}", where=f"{where}.settings")
     return [s for s in SETTINGS if s in settings]
+
+
+def _checked_qrels_split(value: Any, where: str) -> str:
+    """A qrels file name (``qrels/{value}.tsv``): a plain name, no path."""
+    value = TYPE_KEYS["qrels_split"][1] if value is None else str(value)
+    if not value or value in (".", "..") or "/" in value or "\\" in value:
+        raise ConfigError(f"must be a file name such as dev or test (qrels/<name>.tsv), got {value!r}", where)
+    return value
+
+
+def check_beir_settings(cfg: BenchmarkConfig) -> None:
+    """``cross`` needs parallel queries: a BEIR query id means one question only in its own language."""
+    if "cross" in cfg.settings and not cfg.parallel_queries:
+        raise ConfigError(
+            "cross needs parallel_queries: true (the same query _id in two languages is the same question); "
+            "otherwise use settings: [mono] or [mono, multi]",
+            where=f"benchmarks.{cfg.name}.settings",
+        )
 
 
 def _checked_split(split: Any, where: str) -> dict[str, Any] | None:

@@ -1,7 +1,7 @@
 """Benchmark types: the ``type:`` of a benchmark config -> the one function that builds its task.
 
-Why a registry: each type (MKQA, XQuAD-R / MLQA-R, ...) is read in one pass by its own module, and a new
-type (e.g. BEIR) is one new module that registers itself, with nothing else to edit but the import line in
+Why a registry: each type (MKQA, XQuAD-R / MLQA-R, BEIR, ...) is read in one pass by its own module, and a
+new type is one new module that registers itself, with nothing else to edit but the import line in
 ``mlir/eval/benchmarks/__init__.py``. The steps every type shares (languages, query subsample, logging)
 are applied afterwards by :func:`mlir.eval.benchmarks.load.load_benchmark`.
 """
