@@ -20,6 +20,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from mlir.core.atomic import write_text
 from mlir.core.errors import ConfigError, MlirError, find_mlir_error
 from mlir.core.logging import redact, redact_text
 
@@ -212,6 +213,4 @@ def scrub_secrets() -> None:
             continue
         clean = redact(data)
         if clean != data:
-            tmp = f.with_name(f".{f.name}.tmp")
-            tmp.write_text(yaml.safe_dump(clean, sort_keys=False, allow_unicode=True))
-            os.replace(tmp, f)
+            write_text(f, yaml.safe_dump(clean, sort_keys=False, allow_unicode=True))

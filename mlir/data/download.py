@@ -29,9 +29,10 @@ from pathlib import Path
 from urllib.error import URLError
 from urllib.request import urlopen
 
+from mlir.core.atomic import atomic_path
 from mlir.core.errors import DataError, MlirError, exit_on_user_error
 from mlir.core.paths import default_cache_dir, default_data_dir
-from mlir.data.io import atomic_path, iter_jsonl, verify_sha256
+from mlir.data.io import iter_jsonl, verify_sha256
 
 # "Changed mlqa-dev-r to mlqa-dev" (2020-04-24): the last commit with both xquad-r/ and mlqa-r/
 # (b91469b removed MLQA-R; xquad-r/*.json are unchanged on master since).

@@ -2,24 +2,23 @@
 
 Every failure caused by a bad input file becomes one :class:`~mlir.core.errors.DataError` whose ``where``
 names the file and the line (``path:line``) or, for whole-file JSON, the line and column, so that a
-user can open the file at the right place. Writers go through a temporary file in the destination
-directory and ``os.replace`` so a crash or an error never leaves a half-written output behind.
+user can open the file at the right place. Writers go through :func:`mlir.core.atomic.atomic_path`, so a
+crash or an error never leaves a half-written output behind.
 """
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import io
 import json
 import os
-import tempfile
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from mlir.core.atomic import atomic_path
 from mlir.core.errors import DataError
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -178,26 +177,6 @@ def verify_sha256(path: str | os.PathLike, expected: str | None, *, advice: str 
             f"incomplete or a different version — {advice}",
             where=str(path),
         )
-
-
-@contextlib.contextmanager
-def atomic_path(dest: str | os.PathLike, suffix: str = ".part") -> Iterator[Path]:
-    """Yield a temporary path next to ``dest``; on success it replaces ``dest``, on error it is removed.
-
-    Same directory, so ``os.replace`` is atomic: readers see either the old file or the whole new one.
-    """
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix, dir=dest.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, dest)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp_path.unlink()
-        raise
 
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> Path:

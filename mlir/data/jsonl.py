@@ -37,10 +37,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mlir.core.atomic import atomic_path, write_text
 from mlir.core.errors import ConfigError, DataError
 from mlir.core.paths import default_cache_dir
 from mlir.data.corpus import ParallelCorpus, corpus_features
-from mlir.data.io import atomic_path, iter_jsonl
+from mlir.data.io import iter_jsonl
 
 log = logging.getLogger(__name__)
 REQUIRED = ("id", "lang", "query", "positive")
@@ -299,8 +300,7 @@ def read_jsonl(
             table = pa.ipc.open_stream(pa.memory_map(str(tmp))).read_all()
             meta = _describe(table, meta)
             del table
-            with atomic_path(meta_file) as tmp_meta:
-                tmp_meta.write_text(json.dumps(meta, indent=1))
+            write_text(meta_file, json.dumps(meta, indent=1))
     ds = datasets.Dataset.from_file(str(arrow_file))
     corpus = ParallelCorpus.from_dataset(ds, name=name or stem)
     corpus.meta.update(meta)

@@ -120,11 +120,14 @@ def evaluate_from_config(cfg: DictConfig) -> dict[str, float]:
         with open_dict(cfg):
             cfg.ckpt_path = str(eval_checkpoint(ckpt))
 
-    from mlir.eval.report_table import format_table, write_json_atomic
+    from mlir.core.atomic import write_json
+    from mlir.eval.metric_table import format_table
+    from mlir.eval.progress import progress_option
     from mlir.eval.runner import evaluate, evaluate_options
     from mlir.eval.search import resolve_device
 
     options = evaluate_options(cfg)  # a bad value fails before the model loads
+    progress = progress_option(cfg)  # eval.progress: bars on stderr (auto: only at a terminal)
 
     device = resolve_device(cfg.eval.get("device", "auto"))
     split_note = restrict_to_run_split(cfg)
@@ -143,6 +146,7 @@ def evaluate_from_config(cfg: DictConfig) -> dict[str, float]:
         device=device,
         seed=cfg.get("seed"),
         details=details,
+        progress=progress,
         **options,
     )
     seconds = time.perf_counter() - t0
@@ -154,12 +158,12 @@ def evaluate_from_config(cfg: DictConfig) -> dict[str, float]:
     print(f"\n{source}: {len(metrics)} metrics in {seconds:.1f}s", flush=True)
     out = cfg.eval.get("output_file")
     if out:
-        write_json_atomic(out, metrics)
+        write_json(out, metrics)
         print(f"metrics written to {out}", flush=True)
     if options["runs"] is not None:
         print(f"TREC runs and qrels written to {options['runs'].dir}", flush=True)
     if cfg.eval.get("details_file"):
-        write_json_atomic(
+        write_json(
             cfg.eval.details_file, {"source": source, "seconds": round(seconds, 3), "benchmarks": details}
         )
     return metrics

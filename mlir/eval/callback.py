@@ -27,10 +27,11 @@ from typing import Any
 import lightning as L
 import torch
 
+from mlir.core.atomic import write_json
 from mlir.core.errors import ConfigError
 from mlir.eval.benchmarks import Benchmark, load_benchmarks
 from mlir.eval.encode import DistInfo
-from mlir.eval.report_table import format_table, heatmap_figure, table_rows, write_json_atomic
+from mlir.eval.metric_table import format_table, heatmap_figure, table_rows
 from mlir.eval.runner import evaluate_benchmark
 
 log = logging.getLogger(__name__)
@@ -167,8 +168,8 @@ class RetrievalEvalCallback(L.Callback):
                 "details": details,
             }
             self.history.append({"step": step, "epoch": record["epoch"], "metrics": metrics})
-            write_json_atomic(out_dir / f"step_{step:07d}.json", record)
-            write_json_atomic(out_dir / "latest.json", record)
+            write_json(out_dir / f"step_{step:07d}.json", record)
+            write_json(out_dir / "latest.json", record)
             log.info(
                 "retrieval evaluation at step %d (%s, %.1fs):\n%s", step, hook, seconds, format_table(metrics)
             )

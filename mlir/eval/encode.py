@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from mlir.eval.progress import bar
+
 log = logging.getLogger(__name__)
 
 
@@ -112,19 +114,23 @@ def all_gather_rows(local: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
 PROGRESS_CHUNK = 8192
 
 
-def _call(fn: Callable, texts: list[str], batch_size: int | None, what: str = "") -> torch.Tensor:
+def _call(
+    fn: Callable, texts: list[str], batch_size: int | None, what: str = "", progress: bool = False
+) -> torch.Tensor:
     parts = []
     t0 = time.perf_counter()
-    for a in range(0, len(texts), PROGRESS_CHUNK):
-        chunk = texts[a : a + PROGRESS_CHUNK]
-        out = fn(chunk, batch_size=batch_size) if batch_size else fn(chunk)
-        if not isinstance(out, torch.Tensor):
-            out = torch.as_tensor(np.asarray(out))
-        parts.append(out.detach().float().cpu())
-        if len(texts) > PROGRESS_CHUNK:
-            done = a + len(chunk)
-            rate = done / max(time.perf_counter() - t0, 1e-9)
-            log.info("encoding %s: %d/%d texts (%.0f/s)", what, done, len(texts), rate)
+    with bar(progress, len(texts), f"encoding {what}".strip(), "texts") as pbar:
+        for a in range(0, len(texts), PROGRESS_CHUNK):
+            chunk = texts[a : a + PROGRESS_CHUNK]
+            out = fn(chunk, batch_size=batch_size) if batch_size else fn(chunk)
+            if not isinstance(out, torch.Tensor):
+                out = torch.as_tensor(np.asarray(out))
+            parts.append(out.detach().float().cpu())
+            pbar.update(len(chunk))
+            if len(texts) > PROGRESS_CHUNK:
+                done = a + len(chunk)
+                rate = done / max(time.perf_counter() - t0, 1e-9)
+                log.info("encoding %s: %d/%d texts (%.0f/s)", what, done, len(texts), rate)
     return torch.cat(parts) if len(parts) > 1 else parts[0]
 
 
@@ -167,12 +173,14 @@ def encode_unique(
     batch_size: int | None = None,
     dist: DistInfo | None = None,
     cache: EmbeddingCache | None = None,
+    progress: bool = False,
 ) -> tuple[torch.Tensor, np.ndarray]:
     """Embeddings of the *unique* texts ``[U, D]`` and, per input text, its row in them.
 
     ``side`` is ``"query"`` (``encoder.encode_queries``) or ``"passage"`` (``encoder.encode_passages``).
     With ``dist.world_size > 1`` every rank must call this with the same texts (it is a collective).
-    Texts found in ``cache`` are not encoded again; the new ones are added to it.
+    Texts found in ``cache`` are not encoded again; the new ones are added to it. ``progress``: draw
+    a bar of the texts this rank encodes (:mod:`mlir.eval.progress`).
     """
     if side not in ("query", "passage"):
         raise ValueError(f"side must be 'query' or 'passage', got {side!r}")
@@ -181,12 +189,11 @@ def encode_unique(
     if not uniq:
         return torch.zeros(0, 0), inverse
     if cache is None:
-        return _encode_all(encoder, uniq, side, batch_size, dist, len(texts)), inverse
+        return _encode_all(encoder, uniq, side, batch_size, dist, len(texts), progress=progress), inverse
     new = cache.missing(side, uniq)
     if new:
-        cache.add(
-            side, new, _encode_all(encoder, new, side, batch_size, dist, len(texts), len(uniq) - len(new))
-        )
+        reused = len(uniq) - len(new)
+        cache.add(side, new, _encode_all(encoder, new, side, batch_size, dist, len(texts), reused, progress))
     else:
         log.info("all %d unique %s texts (of %d) already encoded", len(uniq), side, len(texts))
     return cache.rows(side, uniq), inverse
@@ -200,19 +207,20 @@ def _encode_all(
     dist: DistInfo,
     n_texts: int,
     reused: int = 0,
+    progress: bool = False,
 ) -> torch.Tensor:
     """Encode distinct texts, sharded over the ranks of ``dist`` (a collective when distributed)."""
     fn = encoder.encode_queries if side == "query" else encoder.encode_passages
     t0 = time.perf_counter()
     if not dist.distributed:
-        emb = _call(fn, uniq, batch_size, side)
+        emb = _call(fn, uniq, batch_size, side, progress)
     else:
         sizes = [
             b - a for a, b in (shard_bounds(len(uniq), r, dist.world_size) for r in range(dist.world_size))
         ]
         start, end = shard_bounds(len(uniq), dist.rank, dist.world_size)
         if end > start:
-            local = _call(fn, uniq[start:end], batch_size, f"{side} (rank {dist.rank})")
+            local = _call(fn, uniq[start:end], batch_size, f"{side} (rank {dist.rank})", progress)
         else:  # more ranks than texts: this rank only needs the width for the collective
             local = _call(fn, uniq[:1], batch_size)[:0]
         emb = all_gather_rows(local, sizes)
@@ -236,9 +244,12 @@ def encode_texts(
     batch_size: int | None = None,
     dist: DistInfo | None = None,
     cache: EmbeddingCache | None = None,
+    progress: bool = False,
 ) -> torch.Tensor:
     """``[len(texts), D]`` embeddings, each distinct text encoded once (see :func:`encode_unique`)."""
-    emb, inverse = encode_unique(encoder, texts, side, batch_size=batch_size, dist=dist, cache=cache)
+    emb, inverse = encode_unique(
+        encoder, texts, side, batch_size=batch_size, dist=dist, cache=cache, progress=progress
+    )
     if emb.numel() == 0 and not len(texts):
         return emb
     return emb[torch.from_numpy(inverse)]

@@ -17,12 +17,13 @@ Columns (one row per query and view; a view is a setting and a query/document la
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from mlir.core.atomic import open_atomic
 
 KEYS = ("benchmark", "setting", "q_lang", "d_lang", "qid")
 
@@ -46,21 +47,10 @@ def to_columns(views: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
 
 def write_per_query(path: str | os.PathLike, views: Sequence[dict[str, Any]]) -> Path:
     """Write ``views`` as a compressed ``.npz`` atomically (a crash never leaves half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     cols = to_columns(views)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
-    os.close(fd)
-    try:
-        np.savez_compressed(tmp, **cols)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide the file from collaborators
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with open_atomic(path, "wb") as f:  # a file object: np.savez would append .npz to a temp path
+        np.savez_compressed(f, **cols)
+    return Path(path)
 
 
 def read_per_query(path: str | os.PathLike) -> dict[str, np.ndarray]:

@@ -43,6 +43,7 @@ import torch
 from mlir.core.errors import ConfigError
 from mlir.eval.benchmarks import Benchmark, load_benchmarks
 from mlir.eval.encode import DistInfo, EmbeddingCache, encode_texts
+from mlir.eval.progress import AUTO, bar, console_above_bars, enabled
 from mlir.eval.tasks import SETTINGS, RetrievalTask, SettingQueries, language_rank_distance
 from mlir.eval.trec import DEPTH, RunFiles
 
@@ -76,7 +77,9 @@ def _multi_only(metric: str) -> bool:
 
 
 def _rank_jobs(
-    jobs: list[tuple[SettingQueries, torch.Tensor, torch.Tensor]], device: Any
+    jobs: list[tuple[SettingQueries, torch.Tensor, torch.Tensor]],
+    device: Any,
+    on_progress: Callable[[int], None] | None = None,
 ) -> list[list[np.ndarray]]:
     """Relevant ranks of several views searching the SAME documents, in few ``relevant_ranks`` calls.
 
@@ -97,7 +100,7 @@ def _rank_jobs(
         if batch:
             q = torch.cat([jobs[k][1][torch.from_numpy(jobs[k][0].rows)] for k in batch])
             rel = [r for k in batch for r in jobs[k][0].rel]
-            ranks = relevant_ranks(q, jobs[batch[0]][2], rel, device=device)
+            ranks = relevant_ranks(q, jobs[batch[0]][2], rel, device=device, on_progress=on_progress)
             start = 0
             for k in batch:
                 m = len(jobs[k][0].rows)
@@ -123,7 +126,7 @@ def _view_metrics(
 
     if not len(view.rows):
         return {}
-    per_query = dict(compute_metrics(ranks, ks=tuple(ks)))
+    per_query = dict(compute_metrics(ranks, ks=tuple(ks), gains=view.gains))  # None: binary
     if multi:
         q = q_emb[torch.from_numpy(view.rows)]
         scores = _relevant_scores(q, d_emb, view.rel)
@@ -197,14 +200,16 @@ def _rank_views(
     queries_of: Callable[[str], torch.Tensor],
     docs_of: Callable[[str], torch.Tensor],
     device: Any,
+    pbar: Any = None,
 ) -> dict[int, list[np.ndarray]]:
-    """Relevant ranks of every view (by position), views searching the same documents ranked together."""
+    """Relevant ranks of every view (by position), views searching the same documents ranked together;
+    ``pbar`` (a progress bar) counts the queries searched."""
     ranks: dict[int, list[np.ndarray]] = {}
     for searched in dict.fromkeys(v[3] for v in views):
         idx = [i for i, v in enumerate(views) if v[3] == searched]
         d = docs_of(searched)
         jobs = [(views[i][2], queries_of(views[i][2].q_lang), d) for i in idx]
-        for i, r in zip(idx, _rank_jobs(jobs, device)):
+        for i, r in zip(idx, _rank_jobs(jobs, device, pbar.update if pbar is not None else None)):
             ranks[i] = r
     return ranks
 
@@ -290,6 +295,47 @@ def _bias_counts(name: str, counts: dict[str, dict[str, dict[str, int]]]) -> dic
     }
 
 
+def _score_views(
+    views: list[View],
+    ranks: dict[int, list[np.ndarray]],
+    queries_of: Callable[[str], torch.Tensor],
+    docs_of: Callable[[str], torch.Tensor],
+    ks: Sequence[int],
+    fairness_k: int | None,
+    pbar: Any,
+) -> list[dict[str, np.ndarray]]:
+    """Per-query metrics of every view, in order (``pbar``, a progress bar, counts the views)."""
+    pqs = []
+    for i, (setting, _, v, searched) in enumerate(views):
+        pqs.append(
+            _view_metrics(
+                v, ranks[i], queries_of(v.q_lang), docs_of(searched), ks, setting == "multi", fairness_k
+            )
+        )
+        pbar.update(1)
+    return pqs
+
+
+def _collect_views(
+    task: RetrievalTask,
+    views: list[View],
+    pqs: list[dict[str, np.ndarray]],
+    per_query: list[dict[str, Any]] | None,
+) -> tuple[dict[str, dict[str, dict[str, int]]], list[tuple[str, str, str, dict[str, float]]]]:
+    """(query counts per view, (setting, key, query language, metric means) per scored view); views
+    without queries are left out. ``per_query`` receives each scored view's per-query entry."""
+    counts: dict[str, dict[str, dict[str, int]]] = {}
+    scored: list[tuple[str, str, str, dict[str, float]]] = []
+    for (setting, key, v, _), pq in zip(views, pqs):
+        if not pq:
+            continue
+        counts.setdefault(setting, {})[key] = _view_counts(v, pq)
+        if per_query is not None:
+            per_query.append(_per_query_entry(task, setting, key, v, pq))
+        scored.append((setting, key, v.q_lang, {metric: _mean(x) for metric, x in pq.items()}))
+    return counts, scored
+
+
 def score_task(
     task: RetrievalTask,
     q_emb: torch.Tensor,
@@ -303,6 +349,7 @@ def score_task(
     per_query: list[dict[str, Any]] | None = None,
     fairness_k: int | None = FAIRNESS_K,
     runs: RunFiles | None = None,
+    progress: bool = False,
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """Metrics of one task from its embeddings.
 
@@ -311,7 +358,8 @@ def score_task(
     ``per_query``, if given, receives one entry per view with every query's metrics (paired
     significance tests need them; see :mod:`mlir.eval.per_query`). ``fairness_k``: the cutoff of the
     multi setting's MRC@k and PEER@k (``None``: not computed). ``runs``: write the TREC run and qrels
-    of every view of ``runs.settings`` (:mod:`mlir.eval.trec`).
+    of every view of ``runs.settings`` (:mod:`mlir.eval.trec`). ``progress``: bars of the searched
+    queries, the scored views and the written runs (:mod:`mlir.eval.progress`).
     """
     q_sl = dict(zip(task.langs, _slices([len(task.queries[x].texts) for x in task.langs])))
     d_sl = dict(zip(task.langs, _slices([len(task.docs[x]) for x in task.langs])))
@@ -323,28 +371,17 @@ def score_task(
         return d_emb if searched == "*" else d_emb[d_sl[searched]]
 
     views = _task_views(task, settings, pairs)
-    ranks = _rank_views(views, queries_of, searched_docs, device)
-    pqs = [
-        _view_metrics(
-            v, ranks[i], queries_of(v.q_lang), searched_docs(searched), ks, setting == "multi", fairness_k
-        )
-        for i, (setting, _, v, searched) in enumerate(views)
-    ]
-    if fairness_k and "multi" in settings:
-        _add_mrc(views, pqs, queries_of, d_emb, fairness_k, device)
-    counts: dict[str, dict[str, dict[str, int]]] = {}
-    scored: list[tuple[str, str, str, dict[str, float]]] = []  # (setting, key, query language, means)
-    for (setting, key, v, _), pq in zip(views, pqs):
-        if not pq:
-            continue
-        counts.setdefault(setting, {})[key] = _view_counts(v, pq)
-        if per_query is not None:
-            per_query.append(_per_query_entry(task, setting, key, v, pq))
-        scored.append((setting, key, v.q_lang, {metric: _mean(x) for metric, x in pq.items()}))
+    with bar(progress, sum(len(v[2].rows) for v in views), f"searching {task.name}", "queries") as pbar:
+        ranks = _rank_views(views, queries_of, searched_docs, device, pbar)
+    with bar(progress, len(views), f"scoring {task.name}", "views") as pbar:
+        pqs = _score_views(views, ranks, queries_of, searched_docs, ks, fairness_k, pbar)
+        if fairness_k and "multi" in settings:
+            _add_mrc(views, pqs, queries_of, d_emb, fairness_k, device)
+    counts, scored = _collect_views(task, views, pqs, per_query)
     out = _flat_keys(task.name, settings, scored, pair_keys)
     out.update(_bias_counts(task.name, counts))
     if runs is not None:
-        _write_runs(runs, task, views, queries_of, searched_docs, device)
+        _write_runs(runs, task, views, queries_of, searched_docs, device, progress)
     return {k: v for k, v in out.items() if not np.isnan(v)}, counts
 
 
@@ -355,6 +392,7 @@ def _write_runs(
     queries_of: Callable[[str], torch.Tensor],
     docs_of: Callable[[str], torch.Tensor],
     device: Any,
+    progress: bool = False,
 ) -> None:
     """A TREC run and qrels per view with queries (:func:`mlir.eval.trec.write_view`), and the
     documents and queries behind them (:func:`mlir.eval.trec.write_collection`)."""
@@ -362,9 +400,9 @@ def _write_runs(
 
     t0 = time.perf_counter()
     write_collection(runs.dir, task)
-    n = 0
-    for setting, key, v, searched in views:
-        if len(v.rows) and setting in runs.settings:
+    todo = [(s, k, v, d) for s, k, v, d in views if len(v.rows) and s in runs.settings]
+    with bar(progress, len(todo), f"writing runs of {task.name}", "views") as pbar:
+        for setting, key, v, searched in todo:
             write_view(
                 runs.dir,
                 task,
@@ -376,11 +414,11 @@ def _write_runs(
                 depth=runs.depth,
                 device=device,
             )
-            n += 1
+            pbar.update(1)
     log.info(
         "%s: %d TREC runs and qrels written to %s in %.1fs",
         task.name,
-        n,
+        len(todo),
         Path(runs.dir) / task.name,
         time.perf_counter() - t0,
     )
@@ -390,6 +428,67 @@ def _concat_texts(task: RetrievalTask) -> tuple[list[str], list[str]]:
     q = [t for x in task.langs for t in task.queries[x].texts]
     d = [t for x in task.langs for t in task.docs[x]]
     return q, d
+
+
+def _encode_task(
+    encoder: Any,
+    task: RetrievalTask,
+    batch_size: int | None,
+    dist: DistInfo,
+    cache: EmbeddingCache | None,
+    progress: bool,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, int]]:
+    """(query embeddings, document embeddings, text counts) of a task, in :func:`score_task`'s row order."""
+    q_texts, d_texts = _concat_texts(task)
+    kw = {"batch_size": batch_size, "dist": dist, "cache": cache, "progress": progress}
+    q_emb = encode_texts(encoder, q_texts, "query", **kw)
+    d_emb = encode_texts(encoder, d_texts, "passage", **kw)
+    return q_emb, d_emb, {"queries": len(q_texts), "docs": len(d_texts)}
+
+
+def _score_benchmark(
+    bench: Benchmark, q_emb: torch.Tensor, d_emb: torch.Tensor, **kwargs: Any
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """:func:`score_task` with the benchmark's settings, cross pairs, cutoffs and ``cross.pair_keys``."""
+    c = bench.config
+    return score_task(
+        bench.task,
+        q_emb,
+        d_emb,
+        settings=c.settings,
+        pairs=bench.cross_pairs() if "cross" in c.settings else None,
+        ks=c.ks,
+        pair_keys=bool(c.cross.get("pair_keys", False)),
+        **kwargs,
+    )
+
+
+def _benchmark_info(
+    task: RetrievalTask, counts: dict[str, Any], t_enc: float, t_all: float, texts: dict[str, int], runs: Any
+) -> dict[str, Any]:
+    """The ``details`` entry of one benchmark: task summary, query counts, timings, text counts, runs."""
+    info = {
+        "task": task.summary(),
+        "counts": counts,
+        "seconds": {"encode": round(t_enc, 3), "total": round(t_all, 3)},
+        "texts": texts,
+    }
+    if runs is not None:
+        info["runs"] = str(Path(runs.dir) / task.name)
+    return info
+
+
+def _log_benchmark(name: str, metrics: dict[str, float], t_all: float, t_enc: float) -> None:
+    """One line: the benchmark's macro @10 metrics and how long it took."""
+    log.info(
+        "%s: %s in %.1fs (encoding %.1fs)",
+        name,
+        ", ".join(
+            f"{k.split('/', 1)[1]}={v:.4f}" for k, v in metrics.items() if k.count("/") == 2 and "@10" in k
+        ),
+        t_all,
+        t_enc,
+    )
 
 
 def evaluate_benchmark(
@@ -403,57 +502,35 @@ def evaluate_benchmark(
     cache: EmbeddingCache | None = None,
     fairness_k: int | None = FAIRNESS_K,
     runs: RunFiles | None = None,
+    progress: bool = False,
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """Encode (sharded, deduplicated) and score one benchmark; every rank gets the same metrics.
 
     ``per_query`` (rank 0 only) receives the per-query metrics of every view (see :func:`score_task`).
     ``cache`` holds embeddings of texts already encoded by earlier benchmarks of the same evaluation.
-    ``fairness_k`` and ``runs``: see :func:`score_task` (rank 0 writes the runs).
+    ``fairness_k`` and ``runs``: see :func:`score_task` (rank 0 writes the runs). ``progress``: draw
+    this rank's progress bars (:mod:`mlir.eval.progress`; :func:`evaluate` shows them on rank 0 only).
     """
     dist = dist or DistInfo()
     task = bench.task
     t0 = time.perf_counter()
-    q_texts, d_texts = _concat_texts(task)
-    q_emb = encode_texts(encoder, q_texts, "query", batch_size=batch_size, dist=dist, cache=cache)
-    d_emb = encode_texts(encoder, d_texts, "passage", batch_size=batch_size, dist=dist, cache=cache)
+    q_emb, d_emb, texts = _encode_task(encoder, task, batch_size, dist, cache, progress)
     t_enc = time.perf_counter() - t0
     result = None
     if dist.rank == 0:
-        c = bench.config
-        metrics, counts = score_task(
-            task,
+        metrics, counts = _score_benchmark(
+            bench,
             q_emb,
             d_emb,
-            settings=c.settings,
-            pairs=bench.cross_pairs() if "cross" in c.settings else None,
-            ks=c.ks,
             device=device,
-            pair_keys=bool(c.cross.get("pair_keys", False)),
             per_query=per_query,
             fairness_k=fairness_k,
             runs=runs,
+            progress=progress,
         )
         t_all = time.perf_counter() - t0
-        info = {
-            "task": task.summary(),
-            "counts": counts,
-            "seconds": {"encode": round(t_enc, 3), "total": round(t_all, 3)},
-            "texts": {"queries": len(q_texts), "docs": len(d_texts)},
-        }
-        if runs is not None:
-            info["runs"] = str(Path(runs.dir) / task.name)
-        result = (metrics, info)
-        log.info(
-            "%s: %s in %.1fs (encoding %.1fs)",
-            task.name,
-            ", ".join(
-                f"{k.split('/', 1)[1]}={v:.4f}"
-                for k, v in metrics.items()
-                if k.count("/") == 2 and "@10" in k
-            ),
-            t_all,
-            t_enc,
-        )
+        result = (metrics, _benchmark_info(task, counts, t_enc, t_all, texts, runs))
+        _log_benchmark(task.name, metrics, t_all, t_enc)
     result = dist.broadcast_object(result, 0)
     return result
 
@@ -472,6 +549,7 @@ def evaluate(
     per_query: list[dict[str, Any]] | None = None,
     fairness_k: int | None = FAIRNESS_K,
     runs: RunFiles | None = None,
+    progress: str | bool = AUTO,
 ) -> dict[str, float]:
     """Evaluate ``encoder`` on ``benchmarks`` (``eval.benchmarks``: name -> config, or built Benchmarks).
 
@@ -483,25 +561,30 @@ def evaluate(
     per-query metrics of every view on rank 0 (written by :func:`mlir.eval.per_query.write_per_query`).
     ``fairness_k``: cutoff of the multi setting's MRC@k / PEER@k (``None``: off); ``runs``: where and
     how to write a TREC run and qrels of every view (``eval.run_dir``; :mod:`mlir.eval.trec`).
+    ``progress``: ``"auto"`` (bars when stderr is a terminal), ``True`` or ``False`` (``eval.progress``;
+    :mod:`mlir.eval.progress`); rank 0 draws them.
     """
     dist = dist or DistInfo.from_trainer(trainer)
     if device is None and trainer is not None:
         device = getattr(getattr(trainer, "strategy", None), "root_device", None)
     out: dict[str, float] = {}
     cache = EmbeddingCache()  # the model is fixed during this call: shared texts are encoded once
+    show = dist.rank == 0 and enabled(progress)
     for bench in load_benchmarks(benchmarks, seed=seed):
         bench = bench.with_max_queries(max_queries_per_lang)
-        metrics, info = evaluate_benchmark(
-            encoder,
-            bench,
-            batch_size=batch_size,
-            device=device,
-            dist=dist,
-            per_query=per_query,
-            cache=cache,
-            fairness_k=fairness_k,
-            runs=runs,
-        )
+        with console_above_bars(show):
+            metrics, info = evaluate_benchmark(
+                encoder,
+                bench,
+                batch_size=batch_size,
+                device=device,
+                dist=dist,
+                per_query=per_query,
+                cache=cache,
+                fairness_k=fairness_k,
+                runs=runs,
+                progress=show,
+            )
         out.update(metrics)
         if details is not None:
             details[bench.name] = info

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Literal
 
 import numpy as np
@@ -364,12 +364,14 @@ def relevant_ranks_flat(
     q_chunk: int = 4096,
     d_chunk: int = 65536,
     device: str | torch.device | None = None,
+    on_progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """:func:`relevant_ranks` on flattened input: ``rel_flat[offsets[i]:offsets[i+1]]`` are query ``i``'s.
 
     Returns the int64 ranks in the same flat layout (no per-query Python objects; used by the
     benchmark and by :func:`mlir.eval.metrics.compute_metrics` via :class:`~mlir.eval.metrics.FlatRanks`).
-    Inputs are not validated here beyond shapes; :func:`relevant_ranks` validates.
+    Inputs are not validated here beyond shapes; :func:`relevant_ranks` validates. ``on_progress(n)``
+    is called after each chunk of ``n`` queries (a progress bar's ``update``).
     """
     qt, dt = _as_matrix(q, "q"), _as_matrix(d, "d")
     _check_inputs(qt, dt, q_chunk, d_chunk)
@@ -388,7 +390,9 @@ def relevant_ranks_flat(
     with _exact_matmul():
         dd = dt.to(device=dev, dtype=dtype).contiguous()
         for a, b in _chunks(Q, q_chunk):
-            if offsets[a] == offsets[b]:
+            if offsets[a] == offsets[b]:  # no relevant documents in this chunk
+                if on_progress is not None:
+                    on_progress(b - a)
                 continue
             R_np, qloc, pos = _padded_rel(rel_flat, offsets, a, b)
             R = torch.from_numpy(R_np).to(dev)
@@ -396,25 +400,37 @@ def relevant_ranks_flat(
             if two_pass:
                 counts = _count_two_pass(qc, dd, R, d_chunk, scratch)
             else:
-                thr = _provisional_scores(qc, dd, R)
-                counts, own = _count_ahead(qc, dd, R, thr, d_chunk, scratch)
-                redo = ((own != thr) & (R >= 0)).any(1).nonzero()[:, 0]
-                if redo.numel():
-                    n_recounted += redo.numel()
-                    counts[redo] = _count_two_pass(qc[redo].contiguous(), dd, R[redo], d_chunk, scratch)
-                    if redo.numel() > _TWO_PASS_SWITCH * (b - a):
-                        log.info(
-                            "relevant_ranks: %d/%d thresholds differ from block scores on %s; "
-                            "switching to two-pass counting",
-                            redo.numel(),
-                            b - a,
-                            dev,
-                        )
-                        two_pass = True
+                counts, n_redo, two_pass = _count_one_pass(qc, dd, R, d_chunk, scratch)
+                n_recounted += n_redo
             ranks[offsets[a] : offsets[b]] = counts.cpu().numpy()[qloc, pos] + 1
+            if on_progress is not None:
+                on_progress(b - a)
     if n_recounted:
         log.debug("relevant_ranks: %d queries recounted in two-pass mode", n_recounted)
     return ranks
+
+
+def _count_one_pass(
+    qc: torch.Tensor, d: torch.Tensor, R: torch.Tensor, d_chunk: int, scratch: _Scratch
+) -> tuple[torch.Tensor, int, bool]:
+    """Counts against provisional thresholds; the queries where a threshold differs from the block's
+    own score are recounted with :func:`_count_two_pass`. Returns (counts, number of recounted
+    queries, whether so many were that the next chunks should be counted in two passes directly)."""
+    thr = _provisional_scores(qc, d, R)
+    counts, own = _count_ahead(qc, d, R, thr, d_chunk, scratch)
+    redo = ((own != thr) & (R >= 0)).any(1).nonzero()[:, 0]
+    n = int(redo.numel())
+    if n:
+        counts[redo] = _count_two_pass(qc[redo].contiguous(), d, R[redo], d_chunk, scratch)
+    switch = n > _TWO_PASS_SWITCH * qc.shape[0]
+    if switch:
+        log.info(
+            "relevant_ranks: %d/%d thresholds differ from block scores on %s; switching to two-pass counting",
+            n,
+            qc.shape[0],
+            qc.device,
+        )
+    return counts, n, switch
 
 
 _warned_nondeterministic = False
@@ -445,6 +461,7 @@ def relevant_ranks(
     q_chunk: int = 4096,
     d_chunk: int = 65536,
     device: str | torch.device | None = None,
+    on_progress: Callable[[int], None] | None = None,
 ) -> list[np.ndarray]:
     """1-based rank of each relevant document of each query in the full ranking of all ``C`` docs.
 
@@ -455,6 +472,7 @@ def relevant_ranks(
         q_chunk, d_chunk: score block size; peak memory is about ``q_chunk * d_chunk`` scores plus a
             64 MiB comparison buffer plus ``d`` itself (copied to the device), independent of ``Q``.
         device: ``None``/``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+        on_progress: called with the number of queries of each chunk (e.g. a progress bar's ``update``).
 
     Returns:
         per query, an int64 array aligned with ``rel[i]``: ``rank = 1 + #{j : s_j > s_r} +
@@ -463,7 +481,9 @@ def relevant_ranks(
     """
     qt, dt = _as_matrix(q, "q"), _as_matrix(d, "d")
     flat, offsets = _flatten_rel(rel, qt.shape[0], dt.shape[0])
-    ranks = relevant_ranks_flat(qt, dt, flat, offsets, q_chunk=q_chunk, d_chunk=d_chunk, device=device)
+    ranks = relevant_ranks_flat(
+        qt, dt, flat, offsets, q_chunk=q_chunk, d_chunk=d_chunk, device=device, on_progress=on_progress
+    )
     return np.split(ranks, offsets[1:-1])
 
 

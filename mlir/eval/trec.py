@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mlir.data.io import atomic_path
+from mlir.core.atomic import open_atomic
 from mlir.eval.tasks import SETTINGS, RetrievalTask, SettingQueries
 
 #: Documents per query in a run file (``eval.run_depth``); clamped to the searched documents.
@@ -103,13 +103,19 @@ def score_strings(scores: np.ndarray) -> list[list[str]]:
 
 
 def write_qrels(
-    path: str | Path, qids: Sequence[str], rel: Sequence[np.ndarray], names: Sequence[str]
+    path: str | Path,
+    qids: Sequence[str],
+    rel: Sequence[np.ndarray],
+    names: Sequence[str],
+    gains: Sequence[np.ndarray] | None = None,
 ) -> Path:
-    """``qid 0 docno 1`` for every relevant document (``rel[i]`` index ``names``), atomically."""
+    """``qid 0 docno grade`` for every relevant document (``rel[i]`` index ``names``; the grade is
+    ``gains[i]``, 1 for binary benchmarks), atomically."""
     path = Path(path)
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        for q, r in zip(qids, rel):
-            f.writelines(f"{q} 0 {names[d]} 1\n" for d in np.asarray(r).tolist())
+    with open_atomic(path) as f:
+        for i, (q, r) in enumerate(zip(qids, rel)):
+            grades = [1] * len(r) if gains is None else np.asarray(gains[i]).tolist()
+            f.writelines(f"{q} 0 {names[d]} {int(g)}\n" for d, g in zip(np.asarray(r).tolist(), grades))
     return path
 
 
@@ -134,7 +140,7 @@ def write_run(
     path = Path(path)
     tag = trec_id(tag)
     names_a = np.asarray(names, dtype=object)
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as f:
+    with open_atomic(path) as f:
         for a in range(0, q_emb.shape[0], QUERY_CHUNK):
             b = min(a + QUERY_CHUNK, q_emb.shape[0])
             scores, idx = topk(q_emb[a:b], d_emb, depth, device=device)
@@ -166,7 +172,7 @@ def write_collection(run_dir: str | Path, task: RetrievalTask) -> tuple[Path, li
     for x in task.langs:
         q = task.queries[x]
         path = base / "queries" / f"{trec_id(x)}.tsv"
-        with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        with open_atomic(path) as f:
             f.writelines(
                 f"{trec_id(task.query_ids[i])}\t{' '.join(t.split())}\n"
                 for i, t in zip(q.ids.tolist(), q.texts)
@@ -198,6 +204,6 @@ def write_view(
     run, qrels = view_paths(run_dir, task.name, setting, key)
     names = docnos(task, view.doc_langs)
     qids = view_qids(task, view)
-    write_qrels(qrels, qids, view.rel, names)
+    write_qrels(qrels, qids, view.rel, names, view.gains)
     write_run(run, qids, q_emb[torch.from_numpy(view.rows)], d_emb, names, depth=depth, device=device)
     return run, qrels

@@ -9,24 +9,33 @@ the committed files alone. Unfinished jobs (no ``done.json``) are left out and l
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from mlir.core.atomic import atomic_path
 from mlir.training.completed import MARKER
 
 RECORD_FILES = ("metrics.json", "per_query.npz", MARKER, "multirun.yaml")
 RECORD_GLOBS = (".hydra/config.yaml", ".hydra/overrides.yaml", "*.log")
 
 
+def _copy(src: Path, dest: Path) -> None:
+    """Copy a record atomically, keeping its modification time; the mode is the umask's (a record
+    written as 0600 by an older mlir becomes readable by the group, as the results directory must be)."""
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(src, tmp)
+        st = src.stat()
+        os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
 def collect(sweep: Path, out: Path) -> tuple[list[Path], list[Path]]:
     """Copy the finished jobs' records; returns (copied job dirs, unfinished job dirs)."""
     copied, unfinished = [], []
     for top in sorted(sweep.rglob("multirun.yaml")):
-        dest = out / top.relative_to(sweep)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(top, dest)
+        _copy(top, out / top.relative_to(sweep))
     for cfg in sorted(sweep.rglob(".hydra/config.yaml")):
         job = cfg.parent.parent
         if ".submitit" in job.parts:
@@ -37,9 +46,7 @@ def collect(sweep: Path, out: Path) -> tuple[list[Path], list[Path]]:
         files = [job / f for f in RECORD_FILES if (job / f).is_file()]
         files += [f for g in RECORD_GLOBS for f in job.glob(g)]
         for f in files:
-            dest = out / f.relative_to(sweep)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(f, dest)
+            _copy(f, out / f.relative_to(sweep))
         copied.append(job)
     return copied, unfinished
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mlir.core.atomic import open_atomic, write_text
 from mlir.study.runs import BASELINES, BIAS, SETTINGS, UNTRAINED, arm_label, fmt_alpha, unit_values
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ SIG_COLUMNS = (
 
 def write_csv(path: Path, rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
     """Rows as CSV; lists joined by spaces, missing values empty."""
-    with open(path, "w", newline="") as f:
+    with open_atomic(path, newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
         w.writeheader()
         for r in rows:
@@ -253,7 +254,8 @@ def plot_alpha_curves(rep: SweepReport, path: Path) -> Path:
             if ax.has_data():
                 ax.legend(fontsize=6)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with open_atomic(path, "wb") as f:
+        fig.savefig(f, dpi=110, format=Path(path).suffix.lstrip(".") or "png")
     plt.close(fig)
     return path
 
@@ -322,7 +324,8 @@ def plot_lang_heatmap(rep: SweepReport, path: Path) -> Path:
                         ax.text(c, r, f"{mat[r, c]:+.3f}", ha="center", va="center", fontsize=7, color=color)
             fig.colorbar(im, ax=ax)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with open_atomic(path, "wb") as f:
+        fig.savefig(f, dpi=110, format=Path(path).suffix.lstrip(".") or "png")
     plt.close(fig)
     return path
 
@@ -341,5 +344,5 @@ def write_all(rep: SweepReport, out: Path) -> dict[str, Path]:
     write_csv(paths["significance"], rep.significance, SIG_COLUMNS)
     plot_alpha_curves(rep, paths["curves"])
     plot_lang_heatmap(rep, paths["heatmap"])
-    paths["md"].write_text(to_markdown(rep, figures=[str(paths["curves"]), str(paths["heatmap"])]))
+    write_text(paths["md"], to_markdown(rep, figures=[str(paths["curves"]), str(paths["heatmap"])]))
     return paths

@@ -2,11 +2,12 @@
 
 Lightning's ``TorchCheckpointIO`` serialises to memory and then moves an fsspec temp file from the
 system temp dir into place (a copy across filesystems, no fsync), so a kill at the wrong moment can
-leave a truncated ``last.ckpt``. :class:`AtomicCheckpointIO` writes a hidden temp file *in the target
-directory*, fsyncs it, ``os.replace``-s it over the target (atomic on POSIX) and fsyncs the directory.
-Readers see the old file or the new one, never a mix. OmegaConf values in the checkpoint become plain
-containers, so it loads with ``weights_only=True``. A failed write (``ENOSPC``...) removes the temp
-file, keeps the previous checkpoint and raises a one-line :class:`CheckpointWriteError`.
+leave a truncated ``last.ckpt``. :class:`AtomicCheckpointIO` writes through :mod:`mlir.core.atomic`: a
+hidden temp file *in the target directory*, fsynced, ``os.replace``-d over the target (atomic on POSIX),
+then the directory fsynced. Readers see the old file or the new one, never a mix. OmegaConf values in
+the checkpoint become plain containers, so it loads with ``weights_only=True``. A failed write
+(``ENOSPC``...) removes the temp file, keeps the previous checkpoint and raises a one-line
+:class:`CheckpointWriteError`.
 """
 
 from __future__ import annotations
@@ -14,10 +15,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import errno
-import glob
 import os
-import secrets
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -25,6 +23,7 @@ from typing import IO, Any
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from mlir.core.atomic import open_atomic
 from mlir.core.errors import MlirError
 
 
@@ -32,67 +31,22 @@ class CheckpointWriteError(MlirError):
     """A checkpoint could not be written (disk full, permissions...); the previous one is intact."""
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Persist the rename itself (the directory entry); not supported everywhere, hence best effort."""
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-_HOST = socket.gethostname().replace(".", "_") or "host"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, owned by someone else
-        return True
-    return True
-
-
-def _remove_stale_temps(target: Path) -> None:
-    """Delete temp files a killed writer on this host left for ``target`` (they can be gigabytes)."""
-    for tmp in target.parent.glob(f".{glob.escape(target.name)}.{_HOST}.*.tmp"):
-        pid = tmp.name[len(f".{target.name}.{_HOST}.") :].split(".")[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-
-
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike) -> Iterator[IO[bytes]]:
     """Open a temp file next to ``path`` for writing; on success it atomically becomes ``path``.
 
-    On any error the temp file is removed and ``path`` keeps its previous content; an ``OSError`` is
-    re-raised as :class:`CheckpointWriteError` naming the file.
+    :func:`mlir.core.atomic.open_atomic` (fsynced, stale temps of dead writers removed); on any error the
+    temp file is removed and ``path`` keeps its previous content; an ``OSError`` is re-raised as
+    :class:`CheckpointWriteError` naming the file.
     """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(target)
-    tmp = target.parent / f".{target.name}.{_HOST}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    # O_EXCL: never follow or clobber anything; 0o666 & ~umask like a plain open()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open_atomic(path, "wb") as f:
             yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if isinstance(e, OSError):
-            reason = "no space left on device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
-            raise CheckpointWriteError(
-                f"cannot write checkpoint: {reason}; the previous checkpoint is unchanged", where=str(target)
-            ) from e
-        raise
-    _fsync_dir(target.parent)
+    except OSError as e:
+        reason = "no space left on device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+        raise CheckpointWriteError(
+            f"cannot write checkpoint: {reason}; the previous checkpoint is unchanged", where=str(Path(path))
+        ) from e
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:

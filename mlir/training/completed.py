@@ -18,7 +18,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from mlir.training.checkpoint_io import atomic_write
+from mlir.core.atomic import write_json
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,4 @@ def mark_finished(cfg: DictConfig, extra: dict[str, Any] | None = None) -> Path:
     """Write the marker (last, after every output file of the job)."""
     marker = Path(cfg.paths.output_dir) / MARKER
     record = {"fingerprint": fingerprint(cfg), "outputs": [str(p) for p in _outputs(cfg)], **(extra or {})}
-    with atomic_write(marker) as f:
-        f.write(json.dumps(record, indent=2, sort_keys=True).encode())
-    return marker
+    return write_json(marker, record, allow_nan=True)

@@ -13,9 +13,7 @@ mistake is one line within seconds and leaves no output behind. Checkpoints are 
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import re
 import sys
 import warnings
@@ -310,10 +308,10 @@ def evaluate_best(cfg: DictConfig, module: Any, trainer: Any) -> dict[str, float
 def write_metrics(cfg: DictConfig, metrics: dict[str, float]) -> None:
     """``metrics.json`` (``eval.output_file``), written atomically."""
     out = Path(cfg.eval.get("output_file") or Path(cfg.paths.output_dir) / "metrics.json")
+    from mlir.core.atomic import write_json
+
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True))
-    os.replace(tmp, out)
+    write_json(out, metrics, allow_nan=True)
     log.info("metrics written to %s", out)
 
 
