@@ -251,8 +251,39 @@ class RetrievalTask:
         offsets = np.zeros(len(doc_langs) + 1, dtype=np.int64)
         np.cumsum(sizes, out=offsets[1:])
         q = self.queries[q_lang]
-        # gather every (query row, doc language, doc) triple with array ops, in row then language order
         graded = any(self.rel[x].grades is not None for x in doc_langs)
+        pos_a, docs_a, lang_a, grade_a = self._gather_relevant(q, doc_langs, offsets, graded)
+        n_rel = np.bincount(pos_a, minlength=len(q.ids))
+        split_at = np.cumsum(n_rel)[:-1]
+        all_rel = np.split(docs_a, split_at)
+        all_lang = np.split(lang_a, split_at)
+        all_gain = np.split(grade_a, split_at) if grade_a is not None else None
+        dropped = int((n_rel == 0).sum())
+        rows, rel, rel_lang, gains, merged = self._keep_rows(q, n_rel, all_rel, all_lang, all_gain)
+        rows_a = np.asarray(rows, dtype=np.int64)
+        qids = q.ids[rows_a] if len(rows_a) else np.zeros(0, np.int64)
+        return SettingQueries(
+            q_lang=q_lang,
+            doc_langs=doc_langs,
+            rows=rows_a,
+            qids=qids,
+            rel=rel,
+            rel_lang=rel_lang,
+            offsets=offsets,
+            dropped=dropped,
+            merged=merged,
+            gains=gains if graded else None,
+        )
+
+    def _gather_relevant(
+        self, q: LangQueries, doc_langs: list[str], offsets: np.ndarray, graded: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        """Every (query row, doc language, doc) triple of ``q``, sorted by row, languages in order within one.
+
+        Array ops rather than a per-query loop, since a view is built per setting and language pair. The
+        documents are indices into the pool (``offsets`` added); with ``graded``, an ungraded language's
+        documents get grade 1. Returns (row, pooled doc, language index, grade or None), aligned.
+        """
         pos, lang_of, docs, grade = [], [], [], []
         for i, x in enumerate(doc_langs):
             r = self.rel[x]
@@ -272,13 +303,24 @@ class RetrievalTask:
         pos_a = pos_a[order]
         docs_a = np.concatenate(docs)[order] if docs else pos_a
         lang_a = np.concatenate(lang_of)[order] if lang_of else pos_a
-        n_rel = np.bincount(pos_a, minlength=len(q.ids))
-        split_at = np.cumsum(n_rel)[:-1]
-        all_rel = np.split(docs_a, split_at)
-        all_lang = np.split(lang_a, split_at)
-        all_gain = np.split(np.concatenate(grade)[order], split_at) if graded else None
+        grade_a = np.concatenate(grade)[order] if graded else None
+        return pos_a, docs_a, lang_a, grade_a
+
+    def _keep_rows(
+        self,
+        q: LangQueries,
+        n_rel: np.ndarray,
+        all_rel: list[np.ndarray],
+        all_lang: list[np.ndarray],
+        all_gain: list[np.ndarray] | None,
+    ) -> tuple[list[int], list[np.ndarray], list[np.ndarray], list[np.ndarray | None], int]:
+        """The query rows to score: those with a relevant document, duplicates merged when configured.
+
+        A row without relevant documents cannot be scored (the caller counts it as dropped). With
+        ``merge_duplicate_queries``, a row whose text an earlier kept row has is folded into that row, so
+        the same question is scored once. Returns (rows, relevant, their languages, gains, merged count).
+        """
         rows, rel, rel_lang, gains = [], [], [], []
-        dropped = int((n_rel == 0).sum())
         first_of_text: dict[str, int] = {}
         merged = 0
         for row in np.flatnonzero(n_rel).tolist():
@@ -287,15 +329,7 @@ class RetrievalTask:
             if self.merge_duplicate_queries:
                 k = first_of_text.get(q.texts[row])
                 if k is not None:
-                    both_g = np.concatenate([gains[k], g]) if g is not None else None
-                    cat = np.concatenate([rel[k], r])
-                    # a document relevant to both keeps its highest grade: order by grade first
-                    by = np.argsort(-both_g, kind="stable") if both_g is not None else np.arange(len(cat))
-                    both, first = np.unique(cat[by], return_index=True)
-                    rel_lang[k] = np.concatenate([rel_lang[k], rl])[by][first]
-                    if both_g is not None:
-                        gains[k] = both_g[by][first]
-                    rel[k] = both
+                    rel[k], rel_lang[k], gains[k] = _union_relevant(rel[k], rel_lang[k], gains[k], r, rl, g)
                     merged += 1
                     continue
                 first_of_text[q.texts[row]] = len(rows)
@@ -303,20 +337,7 @@ class RetrievalTask:
             rel.append(r)
             rel_lang.append(rl)
             gains.append(g)
-        rows_a = np.asarray(rows, dtype=np.int64)
-        qids = q.ids[rows_a] if len(rows_a) else np.zeros(0, np.int64)
-        return SettingQueries(
-            q_lang=q_lang,
-            doc_langs=doc_langs,
-            rows=rows_a,
-            qids=qids,
-            rel=rel,
-            rel_lang=rel_lang,
-            offsets=offsets,
-            dropped=dropped,
-            merged=merged,
-            gains=gains if graded else None,
-        )
+        return rows, rel, rel_lang, gains, merged
 
     def cross_pairs(
         self,
@@ -369,6 +390,27 @@ class RetrievalTask:
             "docs": {x: len(self.docs[x]) for x in self.langs},
             **{k: v for k, v in self.meta.items() if k not in ("groups",)},
         }
+
+
+def _union_relevant(
+    rel: np.ndarray,
+    lang: np.ndarray,
+    gain: np.ndarray | None,
+    more: np.ndarray,
+    more_lang: np.ndarray,
+    more_gain: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The union of two rows' relevant documents (sorted, each once), for merging duplicate queries.
+
+    A document relevant to both keeps its highest grade, so merging never lowers a gain: the documents
+    are ordered by grade before ``np.unique`` keeps each one's first occurrence.
+    """
+    both_g = np.concatenate([gain, more_gain]) if more_gain is not None else None
+    cat = np.concatenate([rel, more])
+    by = np.argsort(-both_g, kind="stable") if both_g is not None else np.arange(len(cat))
+    both, first = np.unique(cat[by], return_index=True)
+    both_lang = np.concatenate([lang, more_lang])[by][first]
+    return both, both_lang, (both_g[by][first] if both_g is not None else gain)
 
 
 def _as_list(x: str | Sequence[str] | None) -> list[str] | None:

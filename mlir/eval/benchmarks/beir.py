@@ -51,9 +51,56 @@ log = logging.getLogger("mlir.eval.benchmarks")
 CORPUS, QUERIES, QRELS = "corpus.jsonl", "queries.jsonl", "qrels"
 
 
+# (query positions, query texts, documents, document ids, {query position: {document index: grade}})
+_LangData = tuple[list[int], list[str], list[str], list[str], dict[int, dict[int, float]]]
+
+
 @register_type("beir")
 def load_beir(cfg: BenchmarkConfig) -> RetrievalTask:
     """The task of a BEIR directory (see the module doc): the configured languages, or all of them."""
+    root, dirs, langs = _beir_langs(cfg)
+    with_title = cfg.candidates != "text"  # "sentence": a Python-built config's default
+    query_ids: list[str] = []
+    qpos: dict[str, int] = {}
+    per_lang: dict[str, _LangData] = {}
+    counts: dict[str, dict[str, int]] = {}
+    for lang in langs:
+        t0 = time.perf_counter()
+        per_lang[lang], counts[lang] = _read_beir_lang(cfg, lang, dirs[lang], with_title, query_ids, qpos)
+        log.info(
+            "benchmark %s: %s/%s read in %.1fs: %s",
+            cfg.name,
+            root,
+            lang,
+            time.perf_counter() - t0,
+            counts[lang],
+        )
+    return RetrievalTask(
+        name=cfg.name,
+        langs=langs,
+        query_ids=query_ids,
+        queries={x: LangQueries(np.asarray(p[0], dtype=np.int64), p[1]) for x, p in per_lang.items()},
+        docs={x: p[2] for x, p in per_lang.items()},
+        rel=_relevance(per_lang, len(query_ids)),
+        merge_duplicate_queries=False,
+        meta={
+            "protocol": "beir",
+            "source": str(root),
+            "qrels_split": cfg.qrels_split,
+            "parallel_queries": cfg.parallel_queries,
+            "candidates": "title_text" if with_title else "text",
+            "read": counts,
+        },
+        doc_ids={x: p[3] for x, p in per_lang.items()},
+    )
+
+
+def _beir_langs(cfg: BenchmarkConfig) -> tuple[Path, dict[str, Path], list[str]]:
+    """The root, its language directories and the languages to read, checked before any file is read.
+
+    A bad configuration (no path, bad settings, a language the directory lacks) fails fast with a
+    :class:`ConfigError` naming its key, not after minutes of reading corpora.
+    """
     where = f"benchmarks.{cfg.name}"
     if not cfg.path:
         raise ConfigError(
@@ -66,67 +113,59 @@ def load_beir(cfg: BenchmarkConfig) -> RetrievalTask:
     unknown = [x for x in langs if x not in dirs]
     if unknown:
         raise ConfigError(f"unknown language(s) {unknown}; {root} has {list(dirs)}", where=f"{where}.langs")
-    with_title = cfg.candidates != "text"  # "sentence": a Python-built config's default
-    query_ids: list[str] = []
-    qpos: dict[str, int] = {}
-    per_lang: dict[str, tuple[list[int], list[str], list[str], list[str], dict[int, dict[int, float]]]] = {}
-    counts: dict[str, dict[str, int]] = {}
-    for lang in langs:
-        t0 = time.perf_counter()
-        d = dirs[lang]
-        doc_ids, docs = read_corpus(find_file(d, CORPUS), cfg.candidate_sep, with_title)
-        queries = read_queries(find_file(d, QUERIES))
-        judged, n_nonrel = read_qrels(qrels_file(d, cfg.qrels_split), queries, doc_ids)
-        ids, texts, rel = [], [], {}
-        for qid, text in queries.items():
-            if qid not in judged:
-                continue
-            key = qid if cfg.parallel_queries else f"{lang}:{qid}"
-            if key not in qpos:
-                qpos[key] = len(query_ids)
-                query_ids.append(key)
-            ids.append(qpos[key])
-            texts.append(text)
-            rel[qpos[key]] = {j: g for j, g in judged[qid].items() if g > 0}
-        per_lang[lang] = (ids, texts, docs, doc_ids, rel)
-        counts[lang] = {
-            "queries": len(ids),
-            "documents": len(docs),
-            "relevant": sum(len(r) for r in rel.values()),
-            "non_relevant_judgements": n_nonrel,
-            "unjudged_queries": len(queries) - len(ids),
-        }
-        log.info(
-            "benchmark %s: %s/%s read in %.1fs: %s",
-            cfg.name,
-            root,
-            lang,
-            time.perf_counter() - t0,
-            counts[lang],
-        )
+    return root, dirs, langs
+
+
+def _read_beir_lang(
+    cfg: BenchmarkConfig,
+    lang: str,
+    d: Path,
+    with_title: bool,
+    query_ids: list[str],
+    qpos: dict[str, int],
+) -> tuple[_LangData, dict[str, int]]:
+    """One language's judged queries, corpus and relevant documents, and the counts that were read.
+
+    ``query_ids`` and ``qpos`` are shared by all languages and extended here: with ``parallel_queries``
+    the same ``_id`` in two languages is one query position (the same question), else ``{lang}:{_id}``
+    keeps them apart. Queries without a judgement in the split are left out (counted as unjudged).
+    """
+    doc_ids, docs = read_corpus(find_file(d, CORPUS), cfg.candidate_sep, with_title)
+    queries = read_queries(find_file(d, QUERIES))
+    judged, n_nonrel = read_qrels(qrels_file(d, cfg.qrels_split), queries, doc_ids)
+    ids, texts, rel = [], [], {}
+    for qid, text in queries.items():
+        if qid not in judged:
+            continue
+        key = qid if cfg.parallel_queries else f"{lang}:{qid}"
+        if key not in qpos:
+            qpos[key] = len(query_ids)
+            query_ids.append(key)
+        ids.append(qpos[key])
+        texts.append(text)
+        rel[qpos[key]] = {j: g for j, g in judged[qid].items() if g > 0}
+    counts = {
+        "queries": len(ids),
+        "documents": len(docs),
+        "relevant": sum(len(r) for r in rel.values()),
+        "non_relevant_judgements": n_nonrel,
+        "unjudged_queries": len(queries) - len(ids),
+    }
+    return (ids, texts, docs, doc_ids, rel), counts
+
+
+def _relevance(per_lang: dict[str, _LangData], n_queries: int) -> dict[str, Relevance]:
+    """Each language's relevant documents and grades over every query position of the task.
+
+    A query position another language added has no documents in this one: an empty row, so that every
+    language's :class:`Relevance` indexes the task's ``query_ids``.
+    """
     rels = {}
     for lang, (_, _, _, _, rel) in per_lang.items():
-        lists = [list(rel.get(q, {})) for q in range(len(query_ids))]
-        grades = [list(rel.get(q, {}).values()) for q in range(len(query_ids))]
+        lists = [list(rel.get(q, {})) for q in range(n_queries)]
+        grades = [list(rel.get(q, {}).values()) for q in range(n_queries)]
         rels[lang] = Relevance.from_lists(lists, grades)
-    return RetrievalTask(
-        name=cfg.name,
-        langs=langs,
-        query_ids=query_ids,
-        queries={x: LangQueries(np.asarray(p[0], dtype=np.int64), p[1]) for x, p in per_lang.items()},
-        docs={x: p[2] for x, p in per_lang.items()},
-        rel=rels,
-        merge_duplicate_queries=False,
-        meta={
-            "protocol": "beir",
-            "source": str(root),
-            "qrels_split": cfg.qrels_split,
-            "parallel_queries": cfg.parallel_queries,
-            "candidates": "title_text" if with_title else "text",
-            "read": counts,
-        },
-        doc_ids={x: p[3] for x, p in per_lang.items()},
-    )
+    return rels
 
 
 # ------------------------------------------------------------------------------------ files
