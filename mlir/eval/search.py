@@ -626,7 +626,10 @@ def topk(
         try:
             import faiss  # noqa: F401
         except ImportError as e:
-            raise ConfigError("backend 'faiss' needs faiss-cpu or faiss-gpu-cu12 installed", "backend") from e
+            raise ConfigError(
+                'backend \'faiss\' needs FAISS: pip install -e ".[faiss]" (CPU) or ".[gpu]" (CUDA 12)',
+                "backend",
+            ) from e
         if dev.type == "cuda" and _faiss_gpu_available() and k > FAISS_GPU_MAX_K:
             log.warning(
                 "topk: GPU FAISS supports k <= %d, got k=%d; using the torch backend on %s",

@@ -8,6 +8,17 @@ With ``grad_cache.chunk_size`` set, the step is :class:`~mlir.models.grad_cache.
 manual optimisation: several backward passes per step, DDP's all-reduce suspended for all but the
 last, then clipping (by the module: Lightning refuses ``Trainer(gradient_clip_val)`` in manual
 optimisation), the optimiser step and the scheduler step — one all-reduce per step, like the plain path.
+
+Training-time metrics are ``torchmetrics`` means weighted by the rank's batch slice, so an epoch value
+is the mean over every pair of every step on every rank (DDP: synced when computed), whatever the
+slice sizes. Logged keys (the ``_step`` / ``_epoch`` suffixes are Lightning's):
+
+* ``train/loss`` and ``train/accuracy`` (in-batch top-1): per step (synced over ranks) and per epoch;
+* ``train/loss_mono``, ``train/accuracy_mono``, ``train/loss_xy``, ``train/accuracy_xy``: per epoch,
+  over the X-X-mono or the X-Y batches only (a kind without batches in an epoch is not logged);
+* ``train/is_mono``: 1.0 for an X-X-mono step, 0.0 for an X-Y step (per step);
+* ``val/loss``, ``val/accuracy``: the mean over the validation batches weighted by their size (the
+  checkpoint criterion); ``val/loss_mono`` / ``val/loss_xy`` the same over one kind of batch.
 """
 
 from __future__ import annotations
@@ -19,14 +30,26 @@ from typing import Any
 
 import lightning as L
 import torch
+from torchmetrics import MeanMetric
 
 from mlir.core.errors import ConfigError
 from mlir.models.dual_encoder import DualEncoder
 from mlir.models.grad_cache import GradCache
 from mlir.models.loss import InfoNCELoss
-from mlir.sampling.rule import MONO
+from mlir.sampling.rule import CROSS, MONO
 
 _GRAD_CACHE_KEYS = ("chunk_size", "rng_replay", "clip", "clip_algorithm")
+KIND_SUFFIX = {MONO: "mono", CROSS: "xy"}  # batch kind -> metric key suffix (X-X-mono / X-Y)
+
+
+def _mean(sync_on_step: bool = False) -> MeanMetric:
+    """A weighted mean in which a NaN value makes the mean NaN, as Lightning's own logging did.
+
+    Not the default ``nan_strategy="warn"`` (drops NaN values) and not ``"disable"``: torchmetrics
+    1.7-1.9 replace every weight by 1 under ``"disable"`` (an unweighted mean). A float strategy
+    writes that float over NaN inputs in place, hence the callers pass a copy.
+    """
+    return MeanMetric(nan_strategy=float("nan"), dist_sync_on_step=sync_on_step)
 
 
 class RetrieverModule(L.LightningModule):
@@ -84,6 +107,14 @@ class RetrieverModule(L.LightningModule):
         self.compile = compile
         self.skipped_steps = 0
         self.pair_counts: Counter[str] = Counter()
+        # torchmetrics states are not in state_dict (persistent=False): checkpoints are unchanged
+        self.train_metrics = torch.nn.ModuleDict(
+            {"loss": _mean(sync_on_step=True), "accuracy": _mean(sync_on_step=True)}
+            | {f"{m}_{k}": _mean() for k in KIND_SUFFIX.values() for m in ("loss", "accuracy")}
+        )
+        self.val_metrics = torch.nn.ModuleDict(
+            {"loss": _mean(), "accuracy": _mean()} | {f"loss_{k}": _mean() for k in KIND_SUFFIX.values()}
+        )
         gc = dict(grad_cache or {})
         grad_cache = gc  # plain dict in the saved hparams: checkpoints stay loadable with weights_only=True
         unknown = sorted(set(gc) - set(_GRAD_CACHE_KEYS))
@@ -217,10 +248,18 @@ class RetrieverModule(L.LightningModule):
 
     def _log_train(self, loss: torch.Tensor, stats: dict[str, torch.Tensor], batch: dict[str, Any]) -> None:
         n = len(batch["q_ids"])
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n, sync_dist=True)
-        self.log(
-            "train/accuracy", stats["accuracy"], on_step=True, on_epoch=True, batch_size=n, sync_dist=True
-        )
+        m = self.train_metrics
+        # forward(): this step's value (synced over ranks) and the epoch's running weighted mean
+        m["loss"](loss.detach().clone(), weight=n)
+        m["accuracy"](stats["accuracy"].detach().clone(), weight=n)
+        self.log("train/loss", m["loss"], on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
+        self.log("train/accuracy", m["accuracy"], on_step=True, on_epoch=True, batch_size=n)
+        kind = KIND_SUFFIX.get(batch.get("kind"))
+        if kind is not None:  # every rank has the same kind (the global batch's), so the sync matches
+            for name, value in (("loss", loss), ("accuracy", stats["accuracy"])):
+                metric = m[f"{name}_{kind}"]
+                metric.update(value.detach().clone(), weight=n)
+                self.log(f"train/{name}_{kind}", metric, on_step=False, on_epoch=True, batch_size=n)
         self.log("train/is_mono", float(batch.get("kind") == MONO), on_step=True, batch_size=n)
         for ql, pl in zip(batch.get("q_langs", ()), batch.get("p_langs", ())):
             self.pair_counts[f"{ql}-{pl}"] += 1
@@ -229,8 +268,17 @@ class RetrieverModule(L.LightningModule):
         q, p, neg = self.embed_batch(batch)
         loss, stats = self.loss_fn(q, p, neg)
         n = len(batch["q_ids"])
-        self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=n, sync_dist=True)
-        self.log("val/accuracy", stats["accuracy"], on_epoch=True, batch_size=n, sync_dist=True)
+        m = self.val_metrics
+        # sum(loss_b * n_b) / sum(n_b) over the batches (and ranks): the value Lightning's own
+        # batch_size-weighted epoch mean gave, bit for bit on one process
+        m["loss"].update(loss.detach().clone(), weight=n)
+        m["accuracy"].update(stats["accuracy"].detach().clone(), weight=n)
+        self.log("val/loss", m["loss"], on_epoch=True, prog_bar=True, batch_size=n)
+        self.log("val/accuracy", m["accuracy"], on_epoch=True, batch_size=n)
+        kind = KIND_SUFFIX.get(batch.get("kind"))
+        if kind is not None:
+            m[f"loss_{kind}"].update(loss.detach().clone(), weight=n)
+            self.log(f"val/loss_{kind}", m[f"loss_{kind}"], on_epoch=True, batch_size=n)
         return loss
 
     def on_train_epoch_end(self) -> None:
