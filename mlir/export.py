@@ -252,35 +252,42 @@ def eval_table(metrics: dict[str, Any]) -> list[str]:
     return lines
 
 
-def model_card(encoder: Any, cfg: dict[str, Any], metrics: dict[str, Any]) -> str:
-    """README.md of the export: Hugging Face metadata plus what the model was trained on and scored."""
+def _base_model(encoder: Any, cfg: dict[str, Any]) -> tuple[str, str, str | None]:
+    """``(source, base, hub_base)``: the encoder's path, its hub name if a known offline copy, and the
+    hub id for ``base_model:`` (``None`` for local paths, which the Hub metadata cannot reference)."""
     source = str(
         getattr(encoder, "name_or_path", "")
         or cfg.get("model", {}).get("encoder", {}).get("name_or_path", "")
     )
     base = KNOWN_BASES.get(source, source)
     hub_base = base if base.count("/") == 1 and not Path(base).exists() else None
-    data = cfg.get("data") or {}
-    sampler = cfg.get("sampler") or {}
-    langs = [str(x) for x in (data.get("train_langs") or [])]
-    eval_langs = [str(x) for x in (data.get("eval_langs") or [])]
+    return source, base, hub_base
+
+
+def _training_data(data: dict[str, Any]) -> str:
+    """One line naming the training corpus, from the run's ``data`` config."""
     corpus = data.get("corpus") or {}
     target = str(corpus.get("_target_", "")).rsplit(".", 1)[-1]
     if "xquad_r" in target:
         split = data.get("split") or {}
-        training = (
+        return (
             f"XQuAD-R (LAReQA), training articles of fold {split.get('fold', '?')} of {split.get('n_folds', '?')}, "
             f"positive = the answer {corpus.get('positive', 'sentence')}"
         )
-    elif corpus.get("path"):
-        training = f"`{Path(str(corpus['path'])).name}` ({target or 'jsonl'})"
-    else:
-        training = target or "not recorded"
-    schedule = sampler.get("schedule", "constant")
-    if schedule == "linear":
-        alpha = f"linear {sampler.get('alpha_start')} -> {sampler.get('alpha_end')}"
-    else:
-        alpha = str(sampler.get("alpha", "not recorded"))
+    if corpus.get("path"):
+        return f"`{Path(str(corpus['path'])).name}` ({target or 'jsonl'})"
+    return target or "not recorded"
+
+
+def _alpha(sampler: dict[str, Any]) -> str:
+    """The share of X-X-mono batches: a constant or a linear schedule."""
+    if sampler.get("schedule", "constant") == "linear":
+        return f"linear {sampler.get('alpha_start')} -> {sampler.get('alpha_end')}"
+    return str(sampler.get("alpha", "not recorded"))
+
+
+def _card_metadata(langs: list[str], eval_langs: list[str], hub_base: str | None) -> list[str]:
+    """The YAML front matter the Hugging Face Hub reads (library, tags, languages, base model)."""
     meta = ["---", "library_name: sentence-transformers", "pipeline_tag: sentence-similarity"]
     meta += [
         "tags:",
@@ -293,7 +300,47 @@ def model_card(encoder: Any, cfg: dict[str, Any], metrics: dict[str, Any]) -> st
         meta += ["language:"] + [f"  - {lang}" for lang in sorted(set(langs) | set(eval_langs))]
     if hub_base:
         meta += [f"base_model: {hub_base}"]
-    meta += ["---", ""]
+    return meta + ["---", ""]
+
+
+_USAGE = [
+    "## Usage",
+    "",
+    "```python",
+    "from sentence_transformers import SentenceTransformer",
+    "",
+    'model = SentenceTransformer("<this directory or hub id>")',
+    'q = model.encode_query(["Where is the Eiffel tower?"])  # adds the query prefix',
+    'p = model.encode_document(["Der Eiffelturm steht in Paris."])  # adds the passage prefix',
+    "print(model.similarity(q, p))",
+    "```",
+    "",
+]
+
+
+def _evaluation_section(metrics: dict[str, Any]) -> list[str]:
+    """The card's evaluation part: the macro-average table, or a note that the run was not evaluated."""
+    lines = ["## Evaluation", ""]
+    table = eval_table(metrics)
+    if table:
+        return (
+            lines
+            + [
+                "Macro averages over languages from the run's `metrics.json` (rank distance: lower = less "
+                "language bias).",
+                "",
+            ]
+            + table
+        )
+    return lines + ["No `metrics.json` was found beside the checkpoint's run: not evaluated here."]
+
+
+def model_card(encoder: Any, cfg: dict[str, Any], metrics: dict[str, Any]) -> str:
+    """README.md of the export: Hugging Face metadata plus what the model was trained on and scored."""
+    source, base, hub_base = _base_model(encoder, cfg)
+    data = cfg.get("data") or {}
+    langs = [str(x) for x in (data.get("train_langs") or [])]
+    eval_langs = [str(x) for x in (data.get("eval_langs") or [])]
     body = [
         "# Multilingual dense retriever trained with mlir",
         "",
@@ -301,38 +348,19 @@ def model_card(encoder: Any, cfg: dict[str, Any], metrics: dict[str, Any]) -> st
         "",
         f"- **Base model:** {base or 'not recorded'}"
         + (" (mlir's offline copy: 4-bit weights dequantised)" if source in KNOWN_BASES else ""),
-        f"- **alpha** (share of X-X-mono batches): {alpha}",
-        f"- **Training data:** {training}",
+        f"- **alpha** (share of X-X-mono batches): {_alpha(cfg.get('sampler') or {})}",
+        f"- **Training data:** {_training_data(data)}",
         f"- **Training languages:** {', '.join(langs) or 'not recorded'}",
         f"- **Evaluated languages:** {', '.join(eval_langs) or 'not recorded'}",
         f"- **Batch size (global):** {data.get('batch_size', 'not recorded')}, seed {cfg.get('seed', 'not recorded')}",
         f"- **Pooling:** {encoder.pooling}, normalised: {bool(encoder.normalize)}; "
         f"prefixes `{encoder.query_prefix}` / `{encoder.passage_prefix}`",
         "",
-        "## Usage",
-        "",
-        "```python",
-        "from sentence_transformers import SentenceTransformer",
-        "",
-        'model = SentenceTransformer("<this directory or hub id>")',
-        'q = model.encode_query(["Where is the Eiffel tower?"])  # adds the query prefix',
-        'p = model.encode_document(["Der Eiffelturm steht in Paris."])  # adds the passage prefix',
-        "print(model.similarity(q, p))",
-        "```",
-        "",
-        "## Evaluation",
-        "",
     ]
-    table = eval_table(metrics)
-    if table:
-        body += [
-            "Macro averages over languages from the run's `metrics.json` (rank distance: lower = less "
-            "language bias).",
-            "",
-        ] + table
-    else:
-        body += ["No `metrics.json` was found beside the checkpoint's run: not evaluated here."]
-    return "\n".join(meta + body) + "\n"
+    return (
+        "\n".join(_card_metadata(langs, eval_langs, hub_base) + body + _USAGE + _evaluation_section(metrics))
+        + "\n"
+    )
 
 
 def push_to_hub(out_dir: str | Path, repo_id: str, private: bool = False) -> str:

@@ -52,6 +52,34 @@ def _mean(sync_on_step: bool = False) -> MeanMetric:
     return MeanMetric(nan_strategy=float("nan"), dist_sync_on_step=sync_on_step)
 
 
+def _check_schedule_options(nan_policy: str, scheduler: str, warmup_ratio: float) -> None:
+    """Reject bad ``model.nan_policy`` / ``model.scheduler`` / ``model.warmup_ratio`` before anything is built."""
+    if nan_policy not in ("skip", "stop"):
+        raise ConfigError(f"must be 'skip' or 'stop', got '{nan_policy}'", where="model.nan_policy")
+    if scheduler not in ("linear", "constant"):
+        raise ConfigError(f"must be 'linear' or 'constant', got '{scheduler}'", where="model.scheduler")
+    if not 0 <= float(warmup_ratio) < 1:
+        raise ConfigError(f"must be in [0, 1), got {warmup_ratio}", where="model.warmup_ratio")
+
+
+def _train_metrics() -> torch.nn.ModuleDict:
+    """``train/loss`` and ``train/accuracy`` (synced per step), plus per-kind epoch means (module docstring).
+
+    torchmetrics states are not in ``state_dict`` (``persistent=False``): checkpoints are unchanged.
+    """
+    return torch.nn.ModuleDict(
+        {"loss": _mean(sync_on_step=True), "accuracy": _mean(sync_on_step=True)}
+        | {f"{m}_{k}": _mean() for k in KIND_SUFFIX.values() for m in ("loss", "accuracy")}
+    )
+
+
+def _val_metrics() -> torch.nn.ModuleDict:
+    """``val/loss`` and ``val/accuracy`` (the checkpoint criterion) plus ``val/loss_<kind>``."""
+    return torch.nn.ModuleDict(
+        {"loss": _mean(), "accuracy": _mean()} | {f"loss_{k}": _mean() for k in KIND_SUFFIX.values()}
+    )
+
+
 class RetrieverModule(L.LightningModule):
     """Train a :class:`DualEncoder`.
 
@@ -90,12 +118,7 @@ class RetrieverModule(L.LightningModule):
         grad_cache: Mapping[str, Any] | None = None,
     ):
         super().__init__()
-        if nan_policy not in ("skip", "stop"):
-            raise ConfigError(f"must be 'skip' or 'stop', got '{nan_policy}'", where="model.nan_policy")
-        if scheduler not in ("linear", "constant"):
-            raise ConfigError(f"must be 'linear' or 'constant', got '{scheduler}'", where="model.scheduler")
-        if not 0 <= float(warmup_ratio) < 1:
-            raise ConfigError(f"must be in [0, 1), got {warmup_ratio}", where="model.warmup_ratio")
+        _check_schedule_options(nan_policy, scheduler, warmup_ratio)
         self.encoder = encoder
         self.loss_fn = loss if loss is not None else InfoNCELoss()
         self.optimizer_factory = optimizer
@@ -107,16 +130,17 @@ class RetrieverModule(L.LightningModule):
         self.compile = compile
         self.skipped_steps = 0
         self.pair_counts: Counter[str] = Counter()
-        # torchmetrics states are not in state_dict (persistent=False): checkpoints are unchanged
-        self.train_metrics = torch.nn.ModuleDict(
-            {"loss": _mean(sync_on_step=True), "accuracy": _mean(sync_on_step=True)}
-            | {f"{m}_{k}": _mean() for k in KIND_SUFFIX.values() for m in ("loss", "accuracy")}
-        )
-        self.val_metrics = torch.nn.ModuleDict(
-            {"loss": _mean(), "accuracy": _mean()} | {f"loss_{k}": _mean() for k in KIND_SUFFIX.values()}
-        )
+        self.train_metrics, self.val_metrics = _train_metrics(), _val_metrics()
         gc = dict(grad_cache or {})
         grad_cache = gc  # plain dict in the saved hparams: checkpoints stay loadable with weights_only=True
+        self._setup_grad_cache(gc)
+        self.save_hyperparameters(ignore=["encoder", "loss", "optimizer"])
+
+    def _setup_grad_cache(self, gc: Mapping[str, Any]) -> None:
+        """Validate ``model.grad_cache`` and switch to GradCache under manual optimisation if enabled.
+
+        Split from ``__init__`` for length; ``save_hyperparameters`` stays there, as it reads that frame.
+        """
         unknown = sorted(set(gc) - set(_GRAD_CACHE_KEYS))
         if unknown:
             raise ConfigError(
@@ -138,7 +162,6 @@ class RetrieverModule(L.LightningModule):
                 f"must be 'norm' or 'value', got '{self.grad_clip_algorithm}'",
                 where="model.grad_cache.clip_algorithm",
             )
-        self.save_hyperparameters(ignore=["encoder", "loss", "optimizer"])
 
     def trainer_overrides(self, trainer_cfg: Mapping[str, Any]) -> dict[str, Any]:
         """Trainer kwargs this module needs on top of ``trainer_cfg`` (``{}`` without GradCache).

@@ -6,9 +6,12 @@ Byte-level BPE covers every script, so multilingual data never hits an unknown t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import random
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 #: ``model.name_or_path`` alias for the tiny random model.
@@ -55,6 +58,29 @@ def _byte_level_tokenizer(vocab_size: int):
     )
 
 
+@contextlib.contextmanager
+def _private_rng(seed: int) -> Iterator[None]:
+    """Seed torch's CPU generator (and python/numpy ``random``) for the block, then restore them.
+
+    Building runs after a training run has set its seed: consuming or reseeding the global RNG here made
+    the first (building) run differ from later (cached) runs. ``torch.manual_seed`` is avoided on purpose:
+    it also reseeds the CUDA generators, which ``fork_rng(devices=[])`` would not restore.
+    """
+    import numpy as np
+    import torch
+
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(seed)
+            random.seed(seed)
+            np.random.seed(seed)
+            yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+
+
 def build_tiny_model(
     out_dir: str | os.PathLike,
     hidden_size: int = 32,
@@ -62,8 +88,11 @@ def build_tiny_model(
     vocab_size: int = 600,
     seed: int = 0,
 ) -> Path:
-    """Write a random ``BertModel`` and a fast tokenizer to ``out_dir`` (atomically) and return it."""
-    import torch
+    """Write a random ``BertModel`` and a fast tokenizer to ``out_dir`` (atomically) and return it.
+
+    The weights depend on ``seed`` only; the caller's global RNG state (torch, CUDA, numpy, python) is
+    left untouched, so a seeded run gives the same numbers whether it builds the model or reads the cache.
+    """
     from transformers import BertConfig, BertModel
 
     out = Path(out_dir)
@@ -73,7 +102,6 @@ def build_tiny_model(
     tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=out.parent))
     fast = _byte_level_tokenizer(vocab_size)
     fast.save_pretrained(tmp)
-    torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=fast.backend_tokenizer.get_vocab_size(),
         hidden_size=hidden_size,
@@ -83,7 +111,9 @@ def build_tiny_model(
         max_position_embeddings=512,
         pad_token_id=fast.backend_tokenizer.token_to_id("[PAD]"),
     )
-    BertModel(config).save_pretrained(tmp)
+    with _private_rng(seed):
+        model = BertModel(config)
+    model.save_pretrained(tmp)
     (tmp / "mlir_tiny.json").write_text(json.dumps({"seed": seed, "hidden_size": hidden_size}))
     try:
         os.replace(tmp, out)
