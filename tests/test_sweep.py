@@ -195,7 +195,10 @@ def test_study_sweep_continues_where_it_stopped(tmp_path, toy_data):
     assert "Restoring states from the checkpoint" in log  # it continued from its own last.ckpt
 
     res = _run(["-m", *_study_overrides(data, tmp_path), "model.optimizer.lr=1e-4"], tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
     assert "configuration changed" in res.stdout + res.stderr
+    for j in jobs.values():  # re-run from scratch; the old run's marker and checkpoints kept aside
+        assert len(list(j.glob("done.*.json"))) == 1 and len(list(j.glob("checkpoints.*"))) == 1
     for n, j in jobs.items():
         assert (j / "metrics.json").stat().st_mtime_ns != mtimes[n] or n == "fold1_alpha0_seed1"
 

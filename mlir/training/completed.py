@@ -64,11 +64,33 @@ def finished_metrics(cfg: DictConfig) -> dict[str, float] | None:
     except (OSError, ValueError):
         return None
     if done.get("fingerprint") != fingerprint(cfg):
-        log.warning("%s: the configuration changed since this job finished; running it again", marker)
+        kept = set_aside(marker.parent, str(done.get("fingerprint", "old"))[:12])
+        log.warning(
+            "%s: the configuration changed since this job finished; running it again from scratch "
+            "(its done.json and checkpoints kept as %s)",
+            marker,
+            ", ".join(kept),
+        )
         return None
     if not all(p.is_file() for p in _outputs(cfg)):
         return None
     return {k: float(v) for k, v in metrics.items()}
+
+
+def set_aside(job_dir: Path, tag: str) -> list[str]:
+    """Rename a finished job's ``done.json`` and ``checkpoints/`` to ``*.<tag>`` (its old fingerprint).
+
+    Why: a job re-run with another configuration must start from scratch, not resume (``ckpt_path=last``)
+    from a checkpoint of the old one, and nothing of the old run is deleted.
+    """
+    kept = []
+    for name in (MARKER, "checkpoints"):
+        path = job_dir / name
+        if path.exists():
+            target = job_dir / f"{path.stem}.{tag}{path.suffix}"
+            path.rename(target)
+            kept.append(target.name)
+    return kept
 
 
 def mark_finished(cfg: DictConfig, extra: dict[str, Any] | None = None) -> Path:
