@@ -61,8 +61,8 @@ def test_named_benchmarks_are_added_to_the_corpus_test():
     cfg = _compose(["data=jsonl", "benchmark@eval.benchmarks.xquad_r=xquad_r"])
     assert set(_benchmarks(cfg)) == {"jsonl", "xquad_r"}
     assert cfg.eval.benchmarks.xquad_r.split is None  # zero-shot: all 48 articles, none trained on
-    # the paper's setup evaluates MKQA only, not held-out groups of its training corpus
-    assert set(_benchmarks(_compose(["experiment=paper_xlmr"]))) == {"mkqa"}
+    # the paper's setup evaluates zero-shot benchmarks, not held-out groups of its training corpus
+    assert set(_benchmarks(_compose(["experiment=paper_xlmr"]))) == {"xquad_r", "mlqa_r", "mkqa"}
     assert set(_benchmarks(_compose(["data=jsonl", "~eval.benchmarks.jsonl"]))) == set()
 
 
