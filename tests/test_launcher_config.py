@@ -163,7 +163,9 @@ def test_paper_experiments(name, backbone, pooling):
     assert (cfg.model.encoder.query_prefix, cfg.model.encoder.passage_prefix) == ("query: ", "passage: ")
     assert cfg.callbacks.early_stopping.monitor == "val/loss" and cfg.callbacks.early_stopping.mode == "min"
     # zero-shot as the paper: every XQuAD-R article (nothing of it trained on), MLQA-R, MKQA; mAP headline
-    assert list(cfg.eval.benchmarks) == ["xquad_r", "mlqa_r", "mkqa"] and "retrieval_eval" not in cfg.callbacks
+    assert (
+        list(cfg.eval.benchmarks) == ["xquad_r", "mlqa_r", "mkqa"] and "retrieval_eval" not in cfg.callbacks
+    )
     assert cfg.eval.benchmarks.xquad_r.split is None and cfg.eval.benchmarks.xquad_r.type == "xquad_r"
     assert cfg.eval.benchmarks.xquad_r.main_metric == cfg.eval.benchmarks.mlqa_r.main_metric == "map"
     assert cfg.optimized_metric == "dev/val_loss_best" and not cfg.eval.get("dev_benchmarks")
