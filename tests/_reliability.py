@@ -182,3 +182,18 @@ def wait_for_pause(proc: subprocess.Popen, marker: Path, timeout: float) -> None
             pytest.fail(f"run ended before the pause ({proc.returncode}):\n{proc.stderr.read()[-4000:]}")
         assert time.monotonic() < deadline, "the run never reached the pause point"
         time.sleep(0.5)
+
+
+def two_language_sampler():
+    """A HybridBatchSampler over 40 ids in en and de, batch 8, seed 1 (the sampler-level resume tests)."""
+    import torch
+
+    from mlir.sampling.hybrid import HybridBatchSampler
+
+    corpus = {
+        "pid": torch.arange(40).repeat_interleave(2).numpy(),
+        "lang_idx": torch.tensor([0, 1] * 40).numpy(),
+        "passage_idx": torch.arange(80).numpy(),
+        "langs": ["en", "de"],
+    }
+    return HybridBatchSampler(corpus, batch_size=8, seed=1)

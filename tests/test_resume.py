@@ -278,15 +278,9 @@ def test_ckpt_path_last_and_run_dirs(tmp_path, caplog):
 
 def test_sampler_length_stays_the_epoch_length_after_a_mid_epoch_resume():
     """Lightning sizes every epoch by the length read once at fit start: it must be the full epoch."""
-    from mlir.sampling.hybrid import HybridBatchSampler
+    from _reliability import two_language_sampler
 
-    corpus = {
-        "pid": torch.arange(40).repeat_interleave(2).numpy(),
-        "lang_idx": torch.tensor([0, 1] * 40).numpy(),
-        "passage_idx": torch.arange(80).numpy(),
-        "langs": ["en", "de"],
-    }
-    s = HybridBatchSampler(corpus, batch_size=8, seed=1)
+    s = two_language_sampler()
     full = [list(b) for b in s]
     s.load_state_dict(s.state_at(0, 3))
     assert len(s) == s.steps_per_epoch == len(full)

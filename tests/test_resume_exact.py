@@ -351,15 +351,9 @@ def test_config_check_names_each_changed_key_or_warns_when_allowed(tmp_path, cap
 
 def test_a_resumed_sampler_start_survives_a_second_iter_before_reading():
     """A DataLoader with workers calls iter() on its batch sampler twice and reads the second iterator."""
-    from mlir.sampling.hybrid import HybridBatchSampler
+    from _reliability import two_language_sampler
 
-    corpus = {
-        "pid": torch.arange(40).repeat_interleave(2).numpy(),
-        "lang_idx": torch.tensor([0, 1] * 40).numpy(),
-        "passage_idx": torch.arange(80).numpy(),
-        "langs": ["en", "de"],
-    }
-    s = HybridBatchSampler(corpus, batch_size=8, seed=1)
+    s = two_language_sampler()
     full = [list(b) for b in s]
     s.load_state_dict(s.state_at(0, 3))
     s.set_epoch(0)
