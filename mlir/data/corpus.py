@@ -16,6 +16,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 COLUMNS = ("id", "lang", "query", "positive", "negatives", "group")
+#: optional column: which of several corpora a row comes from (:func:`mlir.data.corpora.read_corpora`)
+CORPUS_COLUMN = "corpus"
 
 
 def corpus_features():
@@ -56,6 +58,11 @@ class ParallelCorpus:
             "the same passage at most once per batch" is an integer comparison.
         group_idx: per row, the index of its group id in ``groups``.
         name: where the corpus came from (for messages and reports).
+        corpora: the names of the corpora combined here (sorted), from the optional ``corpus`` column;
+            empty for a single corpus.
+        corpus_idx: per row, the index of its corpus in ``corpora`` (``None`` for a single corpus).
+        corpus_weights: per corpus name, its sampling weight (``None``: size-proportional). Kept by
+            :meth:`select`, so the training part of a split samples with the configured weights.
     """
 
     table: object  # datasets.Dataset
@@ -67,10 +74,15 @@ class ParallelCorpus:
     groups: list[str]
     name: str = "corpus"
     meta: dict = field(default_factory=dict)
+    corpora: list[str] = field(default_factory=list)
+    corpus_idx: np.ndarray | None = None
+    corpus_weights: dict[str, float] | None = None
 
     @classmethod
-    def from_dataset(cls, ds, name: str = "corpus") -> ParallelCorpus:
-        """Build the index arrays for a ``datasets.Dataset`` with the standard columns."""
+    def from_dataset(
+        cls, ds, name: str = "corpus", corpus_weights: dict[str, float] | None = None
+    ) -> ParallelCorpus:
+        """Build the index arrays for a ``datasets.Dataset`` with the standard columns (and ``corpus``)."""
         missing = [c for c in COLUMNS if c not in ds.column_names]
         if missing:
             raise ValueError(f"{name}: dataset lacks columns {missing}")
@@ -83,6 +95,10 @@ class ParallelCorpus:
         lang_idx, langs = _encode(arrow.column("lang"))
         passage_idx, _ = _encode(arrow.column("positive"))
         group_idx, groups = _encode(arrow.column("group"))
+        corpus_idx, corpora = None, []
+        if CORPUS_COLUMN in arrow.column_names:
+            corpus_idx, corpora = _encode(arrow.column(CORPUS_COLUMN))
+            corpus_idx = corpus_idx.astype(np.int32)
         return cls(
             table=ds,
             langs=langs,
@@ -92,6 +108,9 @@ class ParallelCorpus:
             group_idx=group_idx.astype(np.int32),
             groups=groups,
             name=name,
+            corpora=corpora,
+            corpus_idx=corpus_idx,
+            corpus_weights=dict(corpus_weights) if corpus_weights else None,
         )
 
     @classmethod
@@ -118,9 +137,11 @@ class ParallelCorpus:
         return int(self.pid.max()) + 1 if len(self.pid) else 0
 
     def select(self, rows: np.ndarray, name: str | None = None) -> ParallelCorpus:
-        """A sub-corpus of the given rows (indices re-derived so they stay dense)."""
+        """A sub-corpus of the given rows (indices re-derived so they stay dense; corpus weights kept)."""
         rows = np.asarray(rows, dtype=np.int64)
-        return ParallelCorpus.from_dataset(self.table.select(rows), name=name or self.name)
+        return ParallelCorpus.from_dataset(
+            self.table.select(rows), name=name or self.name, corpus_weights=self.corpus_weights
+        )
 
     def rows_in_langs(self, langs: Sequence[str]) -> np.ndarray:
         keep = [self.langs.index(lang) for lang in langs if lang in self.langs]

@@ -2,8 +2,9 @@
 
 Start with :mod:`mlir.sampling.rule`: the paper's rule, in about fifty lines. Then
 :mod:`~mlir.sampling.index` (ids x languages, clusters), :mod:`~mlir.sampling.dedup` (which ids fill a
-batch), :mod:`~mlir.sampling.cursor` (replaying an epoch, resuming) and :mod:`~mlir.sampling.hybrid`
-(the DataLoader batch sampler that wires them together).
+batch), :mod:`~mlir.sampling.cursor` (replaying an epoch, resuming), :mod:`~mlir.sampling.mix` (several
+weighted corpora in one epoch's id stream) and :mod:`~mlir.sampling.hybrid` (the DataLoader batch
+sampler that wires them together).
 """
 
 from typing import Any

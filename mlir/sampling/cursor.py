@@ -13,18 +13,26 @@ import hashlib
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mlir.sampling.dedup import PutBackQueues, pick
 from mlir.sampling.rule import ORDER_STREAM, PAIR_STREAM, epoch_rng
 
+if TYPE_CHECKING:
+    from mlir.sampling.mix import CorpusMix
+
 STATE_VERSION = 1
 
 
-def epoch_order(seed: int, epoch: int, pass_no: int, pool: np.ndarray) -> np.ndarray:
-    """The ``pass_no``-th shuffled order of the usable ids in ``epoch``."""
+def epoch_order(
+    seed: int, epoch: int, pass_no: int, pool: np.ndarray, mix: CorpusMix | None = None
+) -> np.ndarray:
+    """The ``pass_no``-th pass of ``epoch``'s id stream: a shuffled order of the usable ids, or with
+    weighted corpora each corpus's share of them (:mod:`mlir.sampling.mix`)."""
+    if mix is not None:
+        return mix.order(seed, epoch, pass_no)
     return epoch_rng(seed, epoch, ORDER_STREAM, pass_no).permutation(pool)
 
 
@@ -36,6 +44,7 @@ class EpochCursor:
         plan: ``(is_mono, mono_lang)`` per step (:func:`mlir.sampling.rule.plan_batches`).
         pool: the usable ids (the stream is passes of their shuffled order).
         n_langs, max_deferred: number of training languages; cap on each put-back queue.
+        mix: weighted corpora (:class:`mlir.sampling.mix.CorpusMix`), or ``None``: one shuffled pool.
     """
 
     def __init__(
@@ -46,13 +55,14 @@ class EpochCursor:
         pool: np.ndarray,
         n_langs: int,
         max_deferred: int,
+        mix: CorpusMix | None = None,
     ):
         self.epoch, self.step = epoch, 0
         self.is_mono, self.mono_lang = plan
         self.queues = PutBackQueues.empty(n_langs, max_deferred)
-        self._seed, self._pool = seed, pool
+        self._seed, self._pool, self._mix = seed, pool, mix
         self.passes = 0
-        self.stream = epoch_order(seed, epoch, 0, pool)
+        self.stream = epoch_order(seed, epoch, 0, pool, mix)
         self.pos = 0
         self.rng = epoch_rng(seed, epoch, PAIR_STREAM)
 
@@ -89,7 +99,10 @@ class EpochCursor:
             if self.passes > guard_pass:  # pragma: no cover - excluded by the sampler's checks
                 raise RuntimeError("sampler could not fill a batch; this is a bug")
             self.stream = np.concatenate(
-                [self.stream[self.pos :], epoch_order(self._seed, self.epoch, self.passes, self._pool)]
+                [
+                    self.stream[self.pos :],
+                    epoch_order(self._seed, self.epoch, self.passes, self._pool, self._mix),
+                ]
             )
             self.pos = 0
 

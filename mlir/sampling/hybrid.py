@@ -3,9 +3,10 @@
 Read the pieces in this order: :mod:`mlir.sampling.rule` (the paper's rule: each global batch is
 X-X-mono with probability ``alpha(step)``, else X-Y), :mod:`mlir.sampling.index` (ids x languages,
 clusters of ids that share a text), :mod:`mlir.sampling.dedup` (which ids fill a batch; put-back
-queues), :mod:`mlir.sampling.cursor` (replaying an epoch; the resumable position). This module only
-wires them together. A *training pair* is ``(q_row, p_row)`` of one parallel id: the query text of
-``q_row`` and the positive passage of ``p_row``.
+queues), :mod:`mlir.sampling.cursor` (replaying an epoch; the resumable position),
+:mod:`mlir.sampling.mix` (several weighted corpora). This module only wires them together. A
+*training pair* is ``(q_row, p_row)`` of one parallel id: the query text of ``q_row`` and the positive
+passage of ``p_row``.
 
 Guarantees (``tests/test_sampler.py``; the exact sequence is pinned by ``tests/test_sampler_sequence.py``):
 
@@ -13,6 +14,8 @@ Guarantees (``tests/test_sampler.py``; the exact sequence is pinned by ``tests/t
 * **Epochs without replacement**: each epoch draws a permutation of the usable ids (in >= 1 training
   language when X-X-mono batches can occur, else in >= 2). With complete language coverage and no
   shared passages every usable id appears exactly once per ``steps_per_epoch * batch_size`` pairs.
+  Several corpora with weights (:mod:`mlir.data.corpora`) replace the permutation by a weighted
+  stream, each corpus filling its share of every pass (:mod:`mlir.sampling.mix`).
 * **Deterministic, DDP-consistent**: batches are a function of ``(seed, epoch, step)``; each rank
   yields its contiguous slice ``[r*B/W, (r+1)*B/W)`` of the global batch, and all ranks yield
   ``steps_per_epoch`` batches per epoch (default ``usable ids // B``).
@@ -38,6 +41,7 @@ from torch.utils.data import Sampler
 from mlir.sampling import cursor
 from mlir.sampling.cursor import EpochCursor, Position
 from mlir.sampling.index import build_index, check_batch_fits
+from mlir.sampling.mix import corpus_mix
 from mlir.sampling.options import check_lang_sampling, check_temperature, check_world, per_rank, positive_int
 from mlir.sampling.rule import CROSS, MONO, language_probs, pair_languages, plan_batches
 from mlir.sampling.schedule import AlphaSchedule, alpha_endpoints, schedule_length
@@ -91,8 +95,9 @@ class HybridBatchSampler(Sampler[list[tuple[int, int]]]):
     """Batch sampler yielding this rank's ``(q_row, p_row)`` pairs of hybrid X-X-mono / X-Y batches.
 
     Args:
-        corpus: a ``ParallelCorpus`` (its ``pid``, ``lang_idx``, ``passage_idx``, ``langs`` are used) or a
-            mapping with those keys (``langs`` optional).
+        corpus: a ``ParallelCorpus`` (its ``pid``, ``lang_idx``, ``passage_idx``, ``langs`` are used,
+            and ``corpora``, ``corpus_idx``, ``corpus_weights`` when several corpora are weighted) or a
+            mapping with those keys (``langs`` and the corpus keys optional).
         batch_size: the *global* batch size B (all ranks together).
         alpha: probability that a global batch is X-X-mono (``schedule="constant"``).
         schedule: ``"constant"`` or ``"linear"`` (``alpha_start`` -> ``alpha_end`` over the training steps).
@@ -148,6 +153,7 @@ class HybridBatchSampler(Sampler[list[tuple[int, int]]]):
         self.num_ids, self.num_clusters = ix.num_ids, ix.num_clusters  # sizes for logs and benchmarks
         self.lang_probs = language_probs(ix.ids_per_lang, self.lang_sampling, self.temperature)
         check_batch_fits(ix, B, self.lang_probs, mono=max(endpoints) > 0.0, cross=min(endpoints) < 1.0)
+        self.mix = corpus_mix(corpus, ix, B)  # None: one corpus, or size-proportional corpora
 
         usable = len(ix.pool)
         self.steps_per_epoch = positive_int(
@@ -173,7 +179,9 @@ class HybridBatchSampler(Sampler[list[tuple[int, int]]]):
     def _cursor(self, epoch: int) -> EpochCursor:
         """A replay of ``epoch`` from its first step."""
         plan = plan_batches(self.seed, epoch, self.steps_per_epoch, self.schedule, self.lang_probs)
-        return EpochCursor(self.seed, epoch, plan, self.index.pool, len(self.langs), self.max_deferred)
+        return EpochCursor(
+            self.seed, epoch, plan, self.index.pool, len(self.langs), self.max_deferred, self.mix
+        )
 
     def _draw(self, cur: EpochCursor) -> GlobalBatch:
         """Batch ``cur.step`` of ``cur.epoch``: the plan gives its kind, the queues its ids, the rule
@@ -259,6 +267,7 @@ class HybridBatchSampler(Sampler[list[tuple[int, int]]]):
                 self.lang_sampling,
                 self.temperature,
                 self.max_deferred,
+                *(() if self.mix is None else (self.mix.fingerprint(),)),
             )
         )
 

@@ -22,6 +22,7 @@ from mlir.sampling.schedule import AlphaSchedule
 MONO = "mono"  # X-X-mono: one language for every query and passage of the batch
 CROSS = "cross"  # X-Y: query language != passage language in every pair
 PLAN_STREAM, PAIR_STREAM, ORDER_STREAM = 0, 1, 2  # independent random streams of an epoch
+CORPUS_STREAM = 3  # weighted corpora: each pass's quotas and each corpus's id order (mlir.sampling.mix)
 
 
 def epoch_rng(seed: int, epoch: int, stream: int, *more: int) -> np.random.Generator:
