@@ -14,6 +14,7 @@ from typing import Any
 
 import lightning as L
 import numpy as np
+import pyarrow.compute as pc
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -115,6 +116,65 @@ def _limit(trainer: Any, key: str) -> int | None:
     return None if value is None else int(value)
 
 
+def _check_val_corpus(reader: Any) -> Callable[[], ParallelCorpus] | None:
+    """``data.val_corpus``: null, or a corpus reader with ``_partial_: true`` (instantiated to a callable)."""
+    if reader is None or callable(reader):
+        return reader
+    raise ConfigError(
+        f"must be null or a corpus reader with _target_ and _partial_: true (like data.corpus, e.g. "
+        f"+data/val_corpus=squad data.val_corpus.path=FILE), got {type(reader).__name__} {reader!r:.80}",
+        where="data.val_corpus",
+    )
+
+
+def _check_bool(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"must be true or false, got {value!r}", where=key)
+    return value
+
+
+def _non_negative_int(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"must be an integer >= 0, got {value!r}", where=key)
+    return value
+
+
+def _check_no_dev_groups(split: Mapping[str, Any]) -> None:
+    """With ``data.val_corpus`` the split's dev groups would be taken from training and never used."""
+    for key in ("n_dev_groups", "dev_fraction"):
+        if split.get(key):
+            raise ConfigError(
+                f"is {split[key]} but data.val_corpus gives the validation data, so these dev groups "
+                f"would only be lost to training; set data.split.{key}=null (or drop data.val_corpus)",
+                where=f"data.split.{key}",
+            )
+
+
+def _log_shared_texts(train: ParallelCorpus, val: ParallelCorpus) -> None:
+    """Log how many of the validation corpus's distinct texts the training corpus also has.
+
+    Why: a validation passage or question that was trained on makes the validation loss optimistic.
+    Only the validation texts are hashed (``is_in`` streams the training column), so this stays cheap
+    for a training corpus of tens of millions of rows.
+    """
+
+    def arrow(c: ParallelCorpus):
+        return c.table.data.table if hasattr(c.table.data, "table") else c.table.data
+
+    counts = {}
+    for column in ("positive", "query"):
+        wanted = pc.unique(arrow(val).column(column))
+        col = arrow(train).column(column)
+        shared = pc.count_distinct(pc.filter(col, pc.is_in(col, value_set=wanted))).as_py()
+        counts[column] = (shared, len(wanted))
+    log.log(
+        logging.WARNING if any(shared for shared, _ in counts.values()) else logging.INFO,
+        "validation corpus '%s' shares %s with the training data",
+        val.name,
+        " and ".join(f"{s} of its {n} {column} texts" for column, (s, n) in counts.items()),
+    )
+
+
 class RetrievalDataModule(L.LightningDataModule):
     """Training and validation batches from a parallel corpus.
 
@@ -125,8 +185,14 @@ class RetrievalDataModule(L.LightningDataModule):
         train_langs / eval_langs: language subsets (``None`` = all in the data).
         split: ``data.split`` (:func:`mlir.data.splits.plan_split`: folds, test and dev groups), or ``None``.
         batch_size: GLOBAL batch size, split evenly across DDP ranks.
-        val_batches: number of validation-loss batches, drawn once from the dev groups (:meth:`val_sampler`).
-        num_negatives: hard negatives per pair taken from the data's ``negatives``.
+        val_batches: number of validation-loss batches, drawn once from the validation data
+            (:meth:`val_sampler`).
+        num_negatives: hard negatives per pair taken from the data's ``negatives`` (at most).
+        negatives_if_present: a corpus (training or validation) without any ``negatives`` uses 0 hard
+            negatives, logged, instead of being refused (:func:`mlir.data.jsonl.check_negatives`).
+        val_corpus: ``None`` (validate on the split's dev groups), or a zero-argument reader like
+            ``corpus`` whose data is the validation data instead (the paper's English SQuADShifts loss):
+            every non-test group is then trained on, so the split must choose no dev groups.
     """
 
     def __init__(
@@ -142,17 +208,23 @@ class RetrievalDataModule(L.LightningDataModule):
         num_negatives: int = 0,
         num_workers: int = 0,
         seed: int = 0,
+        val_corpus: Callable[[], ParallelCorpus] | None = None,
+        negatives_if_present: bool = False,
     ):
         super().__init__()
         self.batch_size = positive_int(batch_size, "data.batch_size")
         self.corpus_fn = corpus
+        self.val_corpus_fn = _check_val_corpus(val_corpus)
+        self.negatives_if_present = _check_bool(negatives_if_present, "data.negatives_if_present")
         self.sampler_factory = sampler
         self.encoder = encoder
         self.train_langs = [normalize_lang(x) for x in train_langs] if train_langs else None
         self.eval_langs = [normalize_lang(x) for x in eval_langs] if eval_langs else None
         self.split = dict(split) if split else None
         self.val_batches = int(val_batches)
-        self.num_negatives = int(num_negatives)
+        self.max_negatives = _non_negative_int(num_negatives, "data.num_negatives")
+        self.num_negatives = self.max_negatives  # per pair in training; 0 when the corpus has none
+        self.val_num_negatives = self.max_negatives  # the same for the validation data
         self.num_workers = int(num_workers)
         self.seed = int(seed)
         self.train_corpus: ParallelCorpus | None = None
@@ -163,11 +235,15 @@ class RetrievalDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ setup
     def prepare_corpora(self) -> None:
-        """Read, check languages, split train / dev / test by group (no tokenisation)."""
+        """Read, check languages, split train / dev / test by group (no tokenisation).
+
+        With ``val_corpus`` the dev part is that corpus (all its languages) and training takes every
+        non-test group; without it, dev is the split's dev groups in the training languages.
+        """
         if self.train_corpus is not None:
             return
         full = self.corpus_fn()
-        check_negatives(full, self.num_negatives)
+        self.num_negatives = self.val_num_negatives = self._negatives(full, "training")
         for key, langs in (("data.train_langs", self.train_langs), ("data.eval_langs", self.eval_langs)):
             unknown = [lang for lang in langs or [] if lang not in full.langs]
             if unknown:
@@ -176,12 +252,14 @@ class RetrievalDataModule(L.LightningDataModule):
         if self.split:
             from mlir.data.splits import plan_from_config, split_corpus
 
+            if self.val_corpus_fn is not None:
+                _check_no_dev_groups(self.split)
             self.plan = plan_from_config(full.groups, self.split)
             train, dev = split_corpus(full, self.plan, langs)
         else:
             train, dev = full.select(full.rows_in_langs(langs)), None
         self.train_corpus = train
-        self.val_corpus = dev
+        self.val_corpus = dev if self.val_corpus_fn is None else self._read_val_corpus(train)
         log.info(
             "train corpus: %d rows, %d ids, langs %s; groups train/dev/test: %s",
             len(self.train_corpus),
@@ -191,6 +269,43 @@ class RetrievalDataModule(L.LightningDataModule):
             if self.plan
             else "all/0/0",
         )
+
+    def _negatives(self, corpus: ParallelCorpus, role: str) -> int:
+        """Hard negatives per pair for ``corpus`` (``data.num_negatives``, or 0 when it has none)."""
+        n = check_negatives(corpus, self.max_negatives, self.negatives_if_present)
+        if self.max_negatives:
+            log.info(
+                "%s corpus '%s': %s",
+                role,
+                corpus.name,
+                f"up to {n} hard negative(s) per pair"
+                if n
+                else "no 'negatives' in the rows: in-batch negatives only (data.negatives_if_present)",
+            )
+        return n
+
+    def _read_val_corpus(self, train: ParallelCorpus) -> ParallelCorpus | None:
+        """``data.val_corpus``, read and checked; ``None`` when no validation batch is wanted."""
+        if self.val_batches <= 0:
+            log.warning("data.val_corpus is set but data.val_batches=0: it is not read, nothing is validated")
+            return None
+        val = self.val_corpus_fn()
+        if not isinstance(val, ParallelCorpus):
+            raise ConfigError(
+                f"the reader returned {type(val).__name__}, not a corpus; use a corpus reader such as "
+                "mlir.data.jsonl.read_jsonl or mlir.data.xquad_r.read_squad",
+                where="data.val_corpus",
+            )
+        self.val_num_negatives = self._negatives(val, "validation")
+        log.info(
+            "validation corpus '%s' (data.val_corpus): %d rows, %d ids, langs %s",
+            val.name,
+            len(val),
+            val.num_ids,
+            val.langs,
+        )
+        _log_shared_texts(train, val)
+        return val
 
     def setup(self, stage: str | None = None) -> None:
         if getattr(self, "_train_ds", None) is not None:
@@ -208,8 +323,8 @@ class RetrievalDataModule(L.LightningDataModule):
         self._val_ds = (
             PairDataset(
                 self.val_corpus,
-                tokenize_corpus(self.val_corpus, self.encoder, self.num_negatives),
-                self.num_negatives,
+                tokenize_corpus(self.val_corpus, self.encoder, self.val_num_negatives),
+                self.val_num_negatives,
             )
             if self.val_corpus is not None and self.val_batches > 0
             else None
@@ -272,14 +387,19 @@ class RetrievalDataModule(L.LightningDataModule):
         return self._loader(self._val_ds, self.val_sampler())
 
     def val_sampler(self) -> FixedBatches:
-        """The validation batches: dev groups only, and the same for every arm of a study.
+        """The validation batches: the dev data only, and the same for every arm of a study.
 
         Why fixed: checkpoint selection and early stopping compare arms, so their criterion must not
         depend on the arm. Half the batches are X-X-mono and half X-Y (one more X-Y when odd), drawn
         once with ``VAL_SEED``, whatever ``sampler.alpha``, its schedule, ``seed`` or the epoch are.
+        A one-language validation corpus (``data.val_corpus``, e.g. the paper's English SQuADShifts)
+        cannot make X-Y pairs: all its batches are X-X-mono, the paper's criterion being an English
+        loss. A ``val_corpus`` is used in all its languages (``sampler.langs`` restricts training).
         """
         fixed = dict(schedule="constant", alpha_start=None, alpha_end=None, total_steps=None)
-        n_mono = self.val_batches // 2
+        if self.val_corpus_fn is not None:
+            fixed["langs"] = None
+        n_mono = self.val_batches // 2 if len(self.val_corpus.langs) > 1 else self.val_batches
         batches = []
         for alpha, n in ((1.0, n_mono), (0.0, self.val_batches - n_mono)):
             if n:

@@ -309,20 +309,30 @@ def read_jsonl(
     return corpus
 
 
-def check_negatives(corpus: ParallelCorpus, num_negatives: int) -> None:
-    """Refuse ``data.num_negatives > 0`` when no row of ``corpus`` has ``negatives``.
+def check_negatives(
+    corpus: ParallelCorpus,
+    num_negatives: int,
+    if_present: bool = False,
+    where: str = "data.num_negatives",
+) -> int:
+    """The hard negatives per pair to use with ``corpus``: ``num_negatives``, or 0 when it has none.
 
     Why: the tokeniser takes *up to* ``num_negatives`` per row, so a corpus without any would train
-    without hard negatives and without a word. The reader cannot see the config, hence a separate
-    check for the data module to call.
+    without hard negatives and without a word. That is refused (naming ``where``), unless
+    ``if_present`` (``data.negatives_if_present``): then such a corpus uses 0, and the caller logs it.
+    The reader cannot see the config, hence a separate check for the data module to call.
     """
-    if int(num_negatives) <= 0:
-        return
+    n = int(num_negatives)
+    if n <= 0:
+        return 0
     table = corpus.table.data.table if hasattr(corpus.table.data, "table") else corpus.table.data
     longest = pc.max(pc.list_value_length(table.column("negatives"))).as_py() if len(table) else None
-    if not longest:
-        raise ConfigError(
-            f"is {int(num_negatives)} but no row of corpus '{corpus.name}' has 'negatives'; set "
-            "data.num_negatives=0 or add a 'negatives' list of texts to the rows",
-            where="data.num_negatives",
-        )
+    if longest:
+        return n
+    if if_present:
+        return 0
+    raise ConfigError(
+        f"is {n} but no row of corpus '{corpus.name}' has 'negatives'; set data.num_negatives=0, "
+        "data.negatives_if_present=true, or add a 'negatives' list of texts to the rows",
+        where=where,
+    )

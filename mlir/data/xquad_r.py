@@ -10,6 +10,10 @@ Three views of the same parse:
 * :func:`xquad_r_to_mkqa_records` -> MKQA-format records (question -> its answer texts per language),
   so the MKQA protocol can be run on the same questions (benchmark type ``xquad_r_mkqa``).
 
+:func:`read_squad` reads one *plain* SQuAD-format file (no sentence breaks: SQuAD, SQuADShifts) as a
+one-language corpus whose positives are paragraphs: the paper's English validation set
+(``data.val_corpus``, ``conf/data/val_corpus/squad.yaml``).
+
 Group key (so splits never leak an article): the article's title in the reference language
 (``en.json`` when the directory has it, read for titles even if English is not requested; else the
 first requested language). Articles in other languages are tied to reference articles through shared
@@ -561,6 +565,47 @@ def read_xquad_r(
     if positive not in ("sentence", "paragraph"):
         raise ConfigError(f"positive must be 'sentence' or 'paragraph', got {positive!r}", where="positive")
     return read_xquad_r_candidates(directory, langs, strict=strict).to_corpus(positive=positive, name=name)
+
+
+def read_squad(path: str | os.PathLike, lang: str = "en", name: str | None = None) -> ParallelCorpus:
+    """One plain SQuAD-format JSON file (SQuAD v1.1 / v2.0, SQuADShifts) as a one-language corpus.
+
+    Rows: id = question id, query = question, positive = its paragraph (plain SQuAD has no sentence
+    breaks, so the paragraph is the retrieval unit), group = article title. Questions without an
+    answer (SQuAD 2.0's unanswerable ones) have no positive and are skipped, counted in
+    ``meta["questions_without_answer"]``. Questions of one paragraph share their positive text; the
+    sampler puts at most one of them in a batch, so none is another's false negative.
+    """
+    from mlir.data.jsonl import normalize_lang
+
+    path = Path(path)
+    doc = read_json_file(path)
+    if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
+        raise DataError("expected a SQuAD-format object with a 'data' list", where=str(path))
+    lang, rows, seen, skipped = normalize_lang(str(lang)), [], {}, 0
+    for ai, art in enumerate(doc["data"]):
+        ja = f"data[{ai}]"
+        _expect(art, dict, "article", path, ja)
+        title = art.get("title")
+        group = title.strip() if isinstance(title, str) and title.strip() else f"article{ai}"
+        for pi, p in enumerate(_expect(art.get("paragraphs"), list, "'paragraphs'", path, ja)):
+            jp = f"{ja}.paragraphs[{pi}]"
+            _expect(p, dict, "paragraph", path, jp)
+            ctx = _clean(_expect(p.get("context"), str, "'context'", path, jp))
+            if not ctx:
+                raise _fail("'context' is empty", path, jp)
+            for qi, qa in enumerate(_expect(p.get("qas", []), list, "'qas'", path, jp)):
+                qid, text, ans = _checked_question(qa, path, f"{jp}.qas[{qi}]", seen)
+                if ans is None:
+                    skipped += 1
+                    continue
+                row = {"id": qid, "lang": lang, "query": _clean(text), "positive": ctx, "group": group}
+                rows.append(row)
+    if not rows:
+        raise DataError("no answerable questions in this SQuAD-format file", where=str(path))
+    corpus = ParallelCorpus.from_rows(rows, name=name or path.name.split(".")[0])
+    corpus.meta.update(source=str(path), rows=len(rows), questions_without_answer=skipped)
+    return corpus
 
 
 def xquad_r_to_mkqa_records(
