@@ -41,6 +41,7 @@ STEPS: dict[str, tuple[str, list[str], list[str]]] = {
     ),
     "sampler": ("bench_sampler.py", [], ["--ids", "125000", "--batches", "1000"]),
     "projection": ("bench_projection.py", [], ["--quick"]),
+    "search_memory": ("bench_search_memory.py", [], ["--quick"]),
 }
 README = Path(__file__).resolve().parent / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -250,7 +251,33 @@ def table_rows() -> list[list[str]]:
                 _loadavg_of(p),
             ]
         )
+    sm = _load("search_memory")
+    if sm:
+        rows.append(_search_memory_row(sm))
     return rows
+
+
+def _search_memory_row(sm: dict[str, Any]) -> list[str]:
+    """Peak RSS of the on-disk search (default shard size) across corpus sizes vs the in-memory search."""
+    sizes = sm["sizes"]
+    disk = [r["disk"][0] for r in sizes]
+    mem = [r for r in sizes if "memory" in r]
+    q = " (quick)" if sm["settings"].get("quick") else ""
+    peer = (
+        f"in memory: {mem[-1]['memory']['peak_rss_mib']:.0f} MiB at {mem[-1]['docs']:,} rows" if mem else "-"
+    )
+    return [
+        "8 search memory",
+        f"exact top-k + ranks over an on-disk corpus, dim {sm['settings']['dim']}, "
+        f"{sizes[0]['docs']:,}-{sizes[-1]['docs']:,} rows ({sizes[-1]['corpus_bytes'] / 2**20:,.0f} MiB), "
+        f"shard {disk[0]['shard_size']:,}{q}",
+        f"peak RSS {min(d['peak_rss_mib'] for d in disk):.0f}-{max(d['peak_rss_mib'] for d in disk):.0f} MiB",
+        peer,
+        "-",
+        "(info)",
+        "-",
+        _loadavg_of(sm),
+    ]
 
 
 def _metrics_rows(m: dict[str, Any], label: str) -> list[list[str]]:

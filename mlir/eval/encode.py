@@ -8,18 +8,26 @@ since they get different prefixes) and indexed back afterwards.
 Under DDP every rank holds the same text list (tasks are built deterministically); each rank encodes
 one contiguous slice of the unique texts and the slices are ``all_gather``-ed, padded to equal length
 (gloo and NCCL need equal shapes). The result is the same ``[N, D]`` CPU tensor on every rank.
+
+:func:`encode_to_store` writes the embeddings to a ``.npy`` on disk instead (corpora larger than memory,
+``eval.embeddings_dir``): texts are encoded and written :data:`PROGRESS_CHUNK` at a time, so no process
+ever holds more than one chunk per rank.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from mlir.eval.embedding_store import SHARD_SIZE, EmbeddingStore, StoreWriter
 from mlir.eval.progress import bar
 
 log = logging.getLogger(__name__)
@@ -114,10 +122,10 @@ def all_gather_rows(local: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
 PROGRESS_CHUNK = 8192
 
 
-def _call(
+def _call_chunks(
     fn: Callable, texts: list[str], batch_size: int | None, what: str = "", progress: bool = False
-) -> torch.Tensor:
-    parts = []
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """``(first text's position, float32 CPU embeddings)`` of each :data:`PROGRESS_CHUNK` texts."""
     t0 = time.perf_counter()
     with bar(progress, len(texts), f"encoding {what}".strip(), "texts") as pbar:
         for a in range(0, len(texts), PROGRESS_CHUNK):
@@ -125,12 +133,18 @@ def _call(
             out = fn(chunk, batch_size=batch_size) if batch_size else fn(chunk)
             if not isinstance(out, torch.Tensor):
                 out = torch.as_tensor(np.asarray(out))
-            parts.append(out.detach().float().cpu())
+            yield a, out.detach().float().cpu()
             pbar.update(len(chunk))
             if len(texts) > PROGRESS_CHUNK:
                 done = a + len(chunk)
                 rate = done / max(time.perf_counter() - t0, 1e-9)
                 log.info("encoding %s: %d/%d texts (%.0f/s)", what, done, len(texts), rate)
+
+
+def _call(
+    fn: Callable, texts: list[str], batch_size: int | None, what: str = "", progress: bool = False
+) -> torch.Tensor:
+    parts = [emb for _, emb in _call_chunks(fn, texts, batch_size, what, progress)]
     return torch.cat(parts) if len(parts) > 1 else parts[0]
 
 
@@ -253,3 +267,86 @@ def encode_texts(
     if emb.numel() == 0 and not len(texts):
         return emb
     return emb[torch.from_numpy(inverse)]
+
+
+def _gathered_chunks(
+    fn: Callable, uniq: list[str], batch_size: int | None, dist: DistInfo, what: str, progress: bool
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """``(first text's index, embeddings)`` of consecutive texts of ``uniq``, a chunk at a time.
+
+    One process: :func:`_call_chunks`. Under DDP every rank encodes up to :data:`PROGRESS_CHUNK` texts
+    of its :func:`shard_bounds` slice per round and the round's chunks are all-gathered (a collective),
+    so every rank yields every rank's chunk and none holds more than one round.
+    """
+    if not dist.distributed:
+        yield from _call_chunks(fn, uniq, batch_size, what, progress)
+        return
+    bounds = [shard_bounds(len(uniq), r, dist.world_size) for r in range(dist.world_size)]
+    rounds = -(-max(e - s for s, e in bounds) // PROGRESS_CHUNK)
+    empty = None  # a [0, D] tensor: a rank without texts in a round still sends the width
+    with bar(progress, bounds[dist.rank][1] - bounds[dist.rank][0], f"encoding {what}", "texts") as pbar:
+        for t in range(rounds):
+            parts = [
+                (min(s + t * PROGRESS_CHUNK, e), min(s + (t + 1) * PROGRESS_CHUNK, e)) for s, e in bounds
+            ]
+            a, b = parts[dist.rank]
+            if b > a:
+                local = _call(fn, uniq[a:b], batch_size)
+            else:
+                local = empty if empty is not None else _call(fn, uniq[:1], batch_size)[:0]
+            empty = local[:0]
+            pbar.update(b - a)
+            rows = all_gather_rows(local, [b - a for a, b in parts])
+            for (a, b), off in zip(parts, itertools.accumulate([0] + [b - a for a, b in parts])):
+                if b > a:
+                    yield a, rows[off : off + b - a]
+
+
+def encode_to_store(
+    encoder: object,
+    texts: Sequence[str],
+    side: str,
+    path: str | os.PathLike,
+    *,
+    shard_size: int = SHARD_SIZE,
+    batch_size: int | None = None,
+    dist: DistInfo | None = None,
+    progress: bool = False,
+) -> EmbeddingStore | None:
+    """:func:`encode_texts` into a ``[len(texts), D]`` float32 ``.npy`` at ``path`` instead of memory.
+
+    Each distinct text is encoded once and written to the row where it first occurs, a chunk at a time;
+    the rows of repeated texts are then copied on disk, ``shard_size`` rows at a time. Under DDP every
+    rank must call this (each encodes a slice; a collective per chunk); rank 0 writes the file and
+    returns it opened (:class:`EmbeddingStore` with ``shard_size``), the other ranks return ``None``.
+    The file appears at ``path`` only when complete (:class:`StoreWriter`).
+    """
+    if side not in ("query", "passage"):
+        raise ValueError(f"side must be 'query' or 'passage', got {side!r}")
+    dist = dist or DistInfo()
+    fn = encoder.encode_queries if side == "query" else encoder.encode_passages
+    uniq, inverse = dedupe(texts)
+    t0 = time.perf_counter()
+    chunks = _gathered_chunks(fn, uniq, batch_size, dist, side, progress)
+    if dist.rank != 0:
+        for _ in chunks:  # take part in the collectives
+            pass
+        return None
+    first_chunk = next(chunks, None)
+    dim = 0 if first_chunk is None else first_chunk[1].shape[1]
+    _, first = np.unique(inverse, return_index=True)  # where each distinct text first occurs
+    with StoreWriter(path, len(texts), dim, shard_size=shard_size) as writer:
+        for a, emb in itertools.chain([first_chunk] if first_chunk else [], chunks):
+            writer.write_rows(first[a : a + len(emb)], emb)
+        repeated = np.flatnonzero(first[inverse] != np.arange(len(texts)))
+        writer.copy_rows(repeated, first[inverse[repeated]])
+    log.info(
+        "encoded %d unique %s texts (of %d) into %s (%.1f MiB) in %.1fs",
+        len(uniq),
+        side,
+        len(texts),
+        Path(path),
+        len(texts) * dim * 4 / 2**20,
+        time.perf_counter() - t0,
+    )
+    return writer.store()

@@ -26,7 +26,9 @@ Keys (``{benchmark}`` is the configured name, e.g. ``xquad_r``, ``mkqa``, ``xqua
 full ranking (:func:`mlir.eval.search.relevant_ranks`, by counting), never from a truncated top-k list.
 Undefined values (a language without evaluable queries; rank distance with a single language) are left
 out rather than reported as NaN. With ``runs``, every view is also written as a TREC run and qrels
-(:mod:`mlir.eval.trec`; definitions and file layout in ``docs/evaluation.md``).
+(:mod:`mlir.eval.trec`; definitions and file layout in ``docs/evaluation.md``). With ``on_disk``
+(``eval.embeddings_dir``), each benchmark's candidates are encoded into a ``.npy`` file and every search
+reads them from there a shard at a time (:mod:`mlir.eval.embedding_store`): corpora larger than memory.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ import torch
 
 from mlir.core.errors import ConfigError
 from mlir.eval.benchmarks import Benchmark, load_benchmarks
-from mlir.eval.encode import DistInfo, EmbeddingCache, encode_texts
+from mlir.eval.embedding_store import Docs, OnDiskCorpus, check_shard_size, row_range, take_rows
+from mlir.eval.encode import DistInfo, EmbeddingCache, encode_texts, encode_to_store
 from mlir.eval.progress import AUTO, bar, console_above_bars, enabled
 from mlir.eval.tasks import SETTINGS, RetrievalTask, SettingQueries, language_rank_distance
 from mlir.eval.trec import DEPTH, RunFiles
@@ -77,7 +80,7 @@ def _multi_only(metric: str) -> bool:
 
 
 def _rank_jobs(
-    jobs: list[tuple[SettingQueries, torch.Tensor, torch.Tensor]],
+    jobs: list[tuple[SettingQueries, torch.Tensor, Docs]],
     device: Any,
     on_progress: Callable[[int], None] | None = None,
 ) -> list[list[np.ndarray]]:
@@ -114,7 +117,7 @@ def _view_metrics(
     view: SettingQueries,
     ranks: list[np.ndarray],
     q_emb: torch.Tensor,
-    d_emb: torch.Tensor,
+    d_emb: Docs,
     ks: Sequence[int],
     multi: bool,
     fairness_k: int | None = None,
@@ -140,7 +143,7 @@ def _add_mrc(
     views: list[View],
     per_query: list[dict[str, np.ndarray]],
     queries_of: Callable[[str], torch.Tensor],
-    pool: torch.Tensor,
+    pool: Docs,
     k: int,
     device: Any,
 ) -> None:
@@ -159,11 +162,12 @@ def _add_mrc(
             pq[f"mrc@{k}"] = mrc[v.q_lang]
 
 
-def _relevant_scores(q: torch.Tensor, d: torch.Tensor, rel: Sequence[np.ndarray]) -> list[np.ndarray]:
+def _relevant_scores(q: torch.Tensor, d: Docs, rel: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Inner products of each query with its relevant documents, one row-wise reduction per pair.
 
     Element-wise product then a sum over the last dimension reduces every pair the same way, so equal
-    vectors give bit-identical scores (what :func:`language_rank_distance` needs to detect ties).
+    vectors give bit-identical scores (what :func:`language_rank_distance` needs to detect ties). An
+    on-disk ``d`` is read a chunk of pairs at a time.
     """
     lens = [len(r) for r in rel]
     if not sum(lens):
@@ -173,7 +177,8 @@ def _relevant_scores(q: torch.Tensor, d: torch.Tensor, rel: Sequence[np.ndarray]
     s = np.empty(len(qi), dtype=np.float32)
     step = 1 << 16  # pairs per chunk: memory stays O(step * D) for MKQA's 10k x 26 pairs
     for a in range(0, len(qi), step):
-        s[a : a + step] = (q[qi[a : a + step]].float() * d[di[a : a + step]].float()).sum(-1).numpy()
+        d_rows = take_rows(d, di[a : a + step])
+        s[a : a + step] = (q[qi[a : a + step]].float() * d_rows.float()).sum(-1).numpy()
     return np.split(s, np.cumsum(lens)[:-1])
 
 
@@ -198,7 +203,7 @@ def _task_views(
 def _rank_views(
     views: list[View],
     queries_of: Callable[[str], torch.Tensor],
-    docs_of: Callable[[str], torch.Tensor],
+    docs_of: Callable[[str], Docs],
     device: Any,
     pbar: Any = None,
 ) -> dict[int, list[np.ndarray]]:
@@ -299,7 +304,7 @@ def _score_views(
     views: list[View],
     ranks: dict[int, list[np.ndarray]],
     queries_of: Callable[[str], torch.Tensor],
-    docs_of: Callable[[str], torch.Tensor],
+    docs_of: Callable[[str], Docs],
     ks: Sequence[int],
     fairness_k: int | None,
     pbar: Any,
@@ -339,7 +344,7 @@ def _collect_views(
 def score_task(
     task: RetrievalTask,
     q_emb: torch.Tensor,
-    d_emb: torch.Tensor,
+    d_emb: Docs,
     *,
     settings: Sequence[str] = SETTINGS,
     pairs: Sequence[tuple[str, str]] | None = None,
@@ -354,7 +359,9 @@ def score_task(
     """Metrics of one task from its embeddings.
 
     ``q_emb`` rows follow ``task.queries[lang].texts`` for ``lang`` in ``task.langs``, concatenated;
-    ``d_emb`` rows follow ``task.docs[lang]`` likewise. Returns (flat metrics, query counts per view).
+    ``d_emb`` rows follow ``task.docs[lang]`` likewise (a tensor, or an on-disk
+    :class:`~mlir.eval.embedding_store.EmbeddingStore` searched a shard at a time). Returns (flat
+    metrics, query counts per view).
     ``per_query``, if given, receives one entry per view with every query's metrics (paired
     significance tests need them; see :mod:`mlir.eval.per_query`). ``fairness_k``: the cutoff of the
     multi setting's MRC@k and PEER@k (``None``: not computed). ``runs``: write the TREC run and qrels
@@ -367,8 +374,8 @@ def score_task(
     def queries_of(lang: str) -> torch.Tensor:
         return q_emb[q_sl[lang]]
 
-    def searched_docs(searched: str) -> torch.Tensor:
-        return d_emb if searched == "*" else d_emb[d_sl[searched]]
+    def searched_docs(searched: str) -> Docs:
+        return d_emb if searched == "*" else row_range(d_emb, d_sl[searched])
 
     views = _task_views(task, settings, pairs)
     with bar(progress, sum(len(v[2].rows) for v in views), f"searching {task.name}", "queries") as pbar:
@@ -390,7 +397,7 @@ def _write_runs(
     task: RetrievalTask,
     views: list[View],
     queries_of: Callable[[str], torch.Tensor],
-    docs_of: Callable[[str], torch.Tensor],
+    docs_of: Callable[[str], Docs],
     device: Any,
     progress: bool = False,
 ) -> None:
@@ -437,17 +444,26 @@ def _encode_task(
     dist: DistInfo,
     cache: EmbeddingCache | None,
     progress: bool,
-) -> tuple[torch.Tensor, torch.Tensor, dict[str, int]]:
-    """(query embeddings, document embeddings, text counts) of a task, in :func:`score_task`'s row order."""
+    on_disk: OnDiskCorpus | None = None,
+) -> tuple[torch.Tensor, Docs | None, dict[str, int]]:
+    """(query embeddings, document embeddings, text counts) of a task, in :func:`score_task`'s row order.
+
+    With ``on_disk`` the documents go to ``on_disk.path(task.name)`` (no cache: they never sit in
+    memory) and are returned as an :class:`~mlir.eval.embedding_store.EmbeddingStore` (``None`` on
+    ranks other than 0, which do not score)."""
     q_texts, d_texts = _concat_texts(task)
-    kw = {"batch_size": batch_size, "dist": dist, "cache": cache, "progress": progress}
-    q_emb = encode_texts(encoder, q_texts, "query", **kw)
-    d_emb = encode_texts(encoder, d_texts, "passage", **kw)
+    kw = {"batch_size": batch_size, "dist": dist, "progress": progress}
+    q_emb = encode_texts(encoder, q_texts, "query", cache=cache, **kw)
+    if on_disk is None:
+        d_emb = encode_texts(encoder, d_texts, "passage", cache=cache, **kw)
+    else:
+        path, shard = on_disk.path(task.name), on_disk.shard_size
+        d_emb = encode_to_store(encoder, d_texts, "passage", path, shard_size=shard, **kw)
     return q_emb, d_emb, {"queries": len(q_texts), "docs": len(d_texts)}
 
 
 def _score_benchmark(
-    bench: Benchmark, q_emb: torch.Tensor, d_emb: torch.Tensor, **kwargs: Any
+    bench: Benchmark, q_emb: torch.Tensor, d_emb: Docs, **kwargs: Any
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """:func:`score_task` with the benchmark's settings, cross pairs, cutoffs and ``cross.pair_keys``."""
     c = bench.config
@@ -503,6 +519,7 @@ def evaluate_benchmark(
     fairness_k: int | None = FAIRNESS_K,
     runs: RunFiles | None = None,
     progress: bool = False,
+    on_disk: OnDiskCorpus | None = None,
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """Encode (sharded, deduplicated) and score one benchmark; every rank gets the same metrics.
 
@@ -510,11 +527,12 @@ def evaluate_benchmark(
     ``cache`` holds embeddings of texts already encoded by earlier benchmarks of the same evaluation.
     ``fairness_k`` and ``runs``: see :func:`score_task` (rank 0 writes the runs). ``progress``: draw
     this rank's progress bars (:mod:`mlir.eval.progress`; :func:`evaluate` shows them on rank 0 only).
+    ``on_disk``: encode the candidates to disk and search them from there (:func:`_encode_task`).
     """
     dist = dist or DistInfo()
     task = bench.task
     t0 = time.perf_counter()
-    q_emb, d_emb, texts = _encode_task(encoder, task, batch_size, dist, cache, progress)
+    q_emb, d_emb, texts = _encode_task(encoder, task, batch_size, dist, cache, progress, on_disk)
     t_enc = time.perf_counter() - t0
     result = None
     if dist.rank == 0:
@@ -550,6 +568,7 @@ def evaluate(
     fairness_k: int | None = FAIRNESS_K,
     runs: RunFiles | None = None,
     progress: str | bool = AUTO,
+    on_disk: OnDiskCorpus | None = None,
 ) -> dict[str, float]:
     """Evaluate ``encoder`` on ``benchmarks`` (``eval.benchmarks``: name -> config, or built Benchmarks).
 
@@ -562,7 +581,9 @@ def evaluate(
     ``fairness_k``: cutoff of the multi setting's MRC@k / PEER@k (``None``: off); ``runs``: where and
     how to write a TREC run and qrels of every view (``eval.run_dir``; :mod:`mlir.eval.trec`).
     ``progress``: ``"auto"`` (bars when stderr is a terminal), ``True`` or ``False`` (``eval.progress``;
-    :mod:`mlir.eval.progress`); rank 0 draws them.
+    :mod:`mlir.eval.progress`); rank 0 draws them. ``on_disk`` (``eval.embeddings_dir``): each
+    benchmark's candidate embeddings are written to a file there and searched a shard at a time, so a
+    corpus larger than memory can be evaluated (``docs/evaluation.md``); the metrics do not change.
     """
     dist = dist or DistInfo.from_trainer(trainer)
     if device is None and trainer is not None:
@@ -584,6 +605,7 @@ def evaluate(
                 fairness_k=fairness_k,
                 runs=runs,
                 progress=show,
+                on_disk=on_disk,
             )
         out.update(metrics)
         if details is not None:
@@ -592,13 +614,16 @@ def evaluate(
 
 
 def evaluate_options(cfg: Any) -> dict[str, Any]:
-    """:func:`evaluate`'s ``fairness_k`` and ``runs`` from ``eval.fairness_k`` and ``eval.run_dir`` /
-    ``run_depth`` / ``run_settings`` of a config; absent keys take the defaults (train.py's ``eval``
-    has none). ``eval.py`` and the final evaluation of ``train.py`` call it before any model loads.
+    """:func:`evaluate`'s ``fairness_k``, ``runs`` and ``on_disk`` from ``eval.fairness_k``,
+    ``eval.run_dir`` / ``run_depth`` / ``run_settings`` and ``eval.embeddings_dir`` / ``shard_size``
+    of a config; absent keys take the defaults (train.py's ``eval`` has none). ``eval.py`` and the
+    final evaluation of ``train.py`` call it before any model loads.
 
     ``fairness_k``: cutoff of the multi setting's MRC@k and PEER@k (null: off). ``run_dir``: write a
     TREC run and qrels of every view there (null: off; docs/evaluation.md); ``run_depth``: documents
     per query (1000); ``run_settings``: the settings whose views are written (null: all).
+    ``embeddings_dir``: encode candidates to files there and search them from disk, ``shard_size``
+    rows at a time (null: in memory); the ``on_disk`` key is returned only when it is set.
     """
     ev = cfg.get("eval") or {}
     k, depth = ev.get("fairness_k", FAIRNESS_K), ev.get("run_depth", DEPTH)
@@ -617,4 +642,19 @@ def evaluate_options(cfg: Any) -> dict[str, Any]:
         raise ConfigError(f"unknown setting(s) {bad}; use {list(SETTINGS)}", where="eval.run_settings")
     run_dir = ev.get("run_dir")
     runs = RunFiles(str(run_dir), int(depth), tuple(settings)) if run_dir else None
-    return {"fairness_k": k, "runs": runs}
+    on_disk = _on_disk_option(ev)
+    return {"fairness_k": k, "runs": runs, **({"on_disk": on_disk} if on_disk else {})}
+
+
+def _on_disk_option(ev: Any) -> OnDiskCorpus | None:
+    """``eval.embeddings_dir`` (null or a non-empty path) and ``eval.shard_size`` (checked either way)."""
+    shard = check_shard_size(ev.get("shard_size", OnDiskCorpus.shard_size), "eval.shard_size")
+    where = "eval.embeddings_dir"
+    directory = ev.get("embeddings_dir")
+    if directory is None:
+        return None
+    if not isinstance(directory, str) or not directory.strip():
+        raise ConfigError(f"must be a directory path or null, got {directory!r}", where=where)
+    if Path(directory).exists() and not Path(directory).is_dir():
+        raise ConfigError(f"{directory} exists and is not a directory", where=where)
+    return OnDiskCorpus(directory, shard)

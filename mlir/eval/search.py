@@ -28,6 +28,15 @@ tiny blocks, e.g. a last query chunk of < 8 rows, can even round identical docum
 differently by column; large blocks did not in our tests.) Exactly representable scores -- e.g.
 quantised embeddings -- are independent of all this, which is what the tests use.
 
+**Corpora larger than memory**: ``d`` may be an :class:`~mlir.eval.embedding_store.EmbeddingStore`
+(a ``.npy`` on disk). Its blocks of ``d_chunk`` rows (default: the store's ``shard_size``) are then read
+into one reused buffer as the search reaches them, instead of slicing a matrix held in memory; the
+blocks, GEMMs and merges are the same, so with equal ``d_chunk`` the results are bit-identical to the
+in-memory search. Working set: one block (``d_chunk * D * 4`` bytes, plus its device copy off the CPU)
+on top of the in-memory search's buffers minus the corpus. :func:`relevant_ranks` reads the corpus once
+per chunk of ``q_chunk`` queries (twice for queries recounted in two-pass mode), :func:`topk` once per
+query chunk.
+
 ``torch.set_float32_matmul_precision`` is process-global: it is set to ``"highest"`` during a call
 and restored afterwards, so do not run these functions concurrently with TF32 work in other threads.
 """
@@ -43,6 +52,7 @@ import numpy as np
 import torch
 
 from mlir.core.errors import ConfigError
+from mlir.eval.embedding_store import SHARD_SIZE, EmbeddingStore
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +67,8 @@ _THRESHOLD_SUB_CHUNK = 256
 _TWO_PASS_SWITCH = 0.25
 
 ArrayLike = torch.Tensor | np.ndarray
+#: Documents per score block when ``d_chunk`` is not given and ``d`` is in memory.
+D_CHUNK = SHARD_SIZE
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
@@ -101,19 +113,44 @@ def _as_matrix(x: ArrayLike, name: str) -> torch.Tensor:
     return x.detach()
 
 
-def _score_dtype(q: torch.Tensor, d: torch.Tensor) -> torch.dtype:
+def _as_docs(d: ArrayLike | EmbeddingStore) -> torch.Tensor | EmbeddingStore:
+    """An on-disk store as it is (read block by block), anything else as a matrix (:func:`_as_matrix`)."""
+    return d if isinstance(d, EmbeddingStore) else _as_matrix(d, "d")
+
+
+def _d_chunk(d: torch.Tensor | EmbeddingStore, d_chunk: int | None) -> int:
+    """``d_chunk`` if given, else the store's ``shard_size`` or :data:`D_CHUNK`."""
+    if d_chunk is not None:
+        return int(d_chunk)
+    return d.shard_size if isinstance(d, EmbeddingStore) else D_CHUNK
+
+
+def _score_dtype(q: torch.Tensor, d: torch.Tensor | EmbeddingStore) -> torch.dtype:
     """float64 only when both sides are float64 (exact references in tests); float32 otherwise."""
-    return torch.float64 if q.dtype == torch.float64 and d.dtype == torch.float64 else torch.float32
+    d64 = isinstance(d, torch.Tensor) and d.dtype == torch.float64
+    return torch.float64 if q.dtype == torch.float64 and d64 else torch.float32
 
 
-def _check_inputs(q: torch.Tensor, d: torch.Tensor, q_chunk: int, d_chunk: int) -> None:
+_NOT_FINITE = "embeddings contain NaN or inf (a diverged or overflowing encoder?)"
+# Elements per isfinite() call: it allocates temporaries about twice its input (abs() and masks).
+_FINITE_SLAB = 1 << 20
+
+
+def _all_finite(x: torch.Tensor) -> bool:
+    """``torch.isfinite(x).all()`` a slab of rows at a time, so its temporaries stay a few MiB
+    instead of ~2x ``x`` (which, for a corpus in memory, was a transient copy of the corpus)."""
+    rows = max(1, _FINITE_SLAB // max(1, x[0].numel() if x.shape[0] else 1))
+    return all(bool(torch.isfinite(x[a:b]).all()) for a, b in _chunks(x.shape[0], rows))
+
+
+def _check_inputs(q: torch.Tensor, d: torch.Tensor | EmbeddingStore, q_chunk: int, d_chunk: int) -> None:
     if q.shape[1] != d.shape[1]:
         raise ValueError(f"query dim {q.shape[1]} != document dim {d.shape[1]}")
     if q_chunk < 1 or d_chunk < 1:
         raise ValueError(f"q_chunk and d_chunk must be >= 1, got {q_chunk}, {d_chunk}")
-    for name, x in (("q", q), ("d", d)):
-        if not bool(torch.isfinite(x).all()):
-            raise ValueError(f"{name}: embeddings contain NaN or inf (a diverged or overflowing encoder?)")
+    for name, x in (("q", q), ("d", d)):  # a store's blocks are checked as they are read (_Docs)
+        if isinstance(x, torch.Tensor) and not _all_finite(x):
+            raise ValueError(f"{name}: {_NOT_FINITE}")
     if d_chunk > 1 << 24:
         # counts are summed as float 0/1 values; exact only below 2**24 per row
         raise ValueError(f"d_chunk must be <= 2**24, got {d_chunk}")
@@ -137,6 +174,48 @@ def _exact_matmul() -> Iterator[None]:
 def _chunks(n: int, size: int) -> Iterator[tuple[int, int]]:
     for a in range(0, n, size):
         yield a, min(n, a + size)
+
+
+class _Docs:
+    """The searched documents as score blocks of ``size`` rows on the scoring device.
+
+    An in-memory matrix is moved to the device once and sliced; an :class:`EmbeddingStore` is read
+    block by block into one reused host buffer (copied to the device when that is not the CPU). Both
+    give each block the same rows in the same layout, hence the same GEMMs and bit-identical scores.
+    A block is valid until the next one is produced.
+    """
+
+    def __init__(self, d: torch.Tensor | EmbeddingStore, dev: torch.device, dtype: torch.dtype, size: int):
+        self.n, self.size, self.dev, self.dtype = d.shape[0], size, dev, dtype
+        self.store = d if isinstance(d, EmbeddingStore) else None
+        self.mat = None if self.store is not None else d.to(device=dev, dtype=dtype).contiguous()
+
+    def blocks(
+        self, want: Callable[[int, int], bool] | None = None
+    ) -> Iterator[tuple[int, int, torch.Tensor]]:
+        """``(start, stop, rows)`` of every block for which ``want(start, stop)`` (default: all)."""
+        if self.mat is not None:
+            for c, e in _chunks(self.n, self.size):
+                if want is None or want(c, e):
+                    yield c, e, self.mat[c:e]
+            return
+        check = not self.store.finite  # a store a StoreWriter did not check: once, on a full pass
+        for c, e, rows in self.store.shards(self.size, want):
+            blk = torch.from_numpy(rows).to(device=self.dev, dtype=self.dtype)
+            if check and not _all_finite(blk):
+                raise ValueError(f"d: {_NOT_FINITE} (rows {c}-{e - 1} of {self.store})")
+            yield c, e, blk
+        if check and want is None:
+            self.store.finite = True
+
+    def take(self, idx: torch.Tensor) -> torch.Tensor:
+        """Rows ``idx`` (a device tensor) on the device."""
+        if self.mat is not None:
+            return self.mat.index_select(0, idx)
+        rows = torch.from_numpy(self.store.gather(idx.cpu().numpy()))
+        if not _all_finite(rows):
+            raise ValueError(f"d: {_NOT_FINITE} ({self.store})")
+        return rows.to(device=self.dev, dtype=self.dtype)
 
 
 class _Scratch:
@@ -203,7 +282,7 @@ def _padded_rel(
     return R, qloc, pos
 
 
-def _provisional_scores(qc: torch.Tensor, d: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
+def _provisional_scores(qc: torch.Tensor, d: _Docs, R: torch.Tensor) -> torch.Tensor:
     """Scores of each (query, relevant doc) pair, +inf at padding, via the same GEMM routine.
 
     BLAS GEMMs (MKL at least) produce each output element with the same arithmetic whatever M and N
@@ -218,24 +297,20 @@ def _provisional_scores(qc: torch.Tensor, d: torch.Tensor, R: torch.Tensor) -> t
         if not bool(valid.any()):
             continue
         uniq, inv = torch.unique(Rs[valid], return_inverse=True)
-        s = torch.mm(qc[a:b], d.index_select(0, uniq).T)
+        s = torch.mm(qc[a:b], d.take(uniq).T)
         rows = valid.nonzero()[:, 0]
         sub = thr[a:b]
         sub[valid] = s[rows, inv]
     return thr
 
 
-def _own_scores(
-    qc: torch.Tensor, d: torch.Tensor, R: torch.Tensor, d_chunk: int, scratch: _Scratch
-) -> torch.Tensor:
-    """Pass 1 of the two-pass mode: each relevant doc's score exactly as its score block computes it."""
+def _own_scores(qc: torch.Tensor, d: _Docs, R: torch.Tensor, scratch: _Scratch) -> torch.Tensor:
+    """Pass 1 of the two-pass mode: each relevant doc's score exactly as its score block computes it
+    (blocks without relevant docs are not read)."""
     own = torch.full(R.shape, float("inf"), dtype=qc.dtype, device=qc.device)
-    for c, e in _chunks(d.shape[0], d_chunk):
-        inside = (R >= c) & (R < e)
-        ii, jj = inside.nonzero(as_tuple=True)
-        if ii.numel() == 0:
-            continue
-        S = _block_scores(qc, d[c:e], scratch)
+    for c, e, blk in d.blocks(want=lambda c, e: bool(((R >= c) & (R < e)).any())):
+        ii, jj = ((R >= c) & (R < e)).nonzero(as_tuple=True)
+        S = _block_scores(qc, blk, scratch)
         own[ii, jj] = S[ii, R[ii, jj] - c]
     return own
 
@@ -286,12 +361,7 @@ def _own_block(
 
 
 def _count_ahead(
-    qc: torch.Tensor,
-    d: torch.Tensor,
-    R: torch.Tensor,
-    thr: torch.Tensor,
-    d_chunk: int,
-    scratch: _Scratch,
+    qc: torch.Tensor, d: _Docs, R: torch.Tensor, thr: torch.Tensor, scratch: _Scratch
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per (query, relevant doc) pair, the number of documents ranked ahead of it, given thresholds.
 
@@ -308,8 +378,8 @@ def _count_ahead(
     valid = R >= 0
     dense = valid.sum(0) * 4 >= m  # columns worth comparing against the whole block
     sparse_rows = [None if bool(dense[j]) else valid[:, j].nonzero()[:, 0] for j in range(J)]
-    for c, e in _chunks(d.shape[0], d_chunk):
-        S = _block_scores(qc, d[c:e], scratch)
+    for c, e, blk in d.blocks():
+        S = _block_scores(qc, blk, scratch)
         t = torch.where(R >= e, thr_ge, thr)  # padding (R = -1) keeps thr = +inf: counts nothing
         for j in range(J):
             rows = sparse_rows[j]
@@ -357,12 +427,12 @@ def _flatten_rel(rel: Sequence[np.ndarray], n_queries: int, n_docs: int) -> tupl
 
 def relevant_ranks_flat(
     q: ArrayLike,
-    d: ArrayLike,
+    d: ArrayLike | EmbeddingStore,
     rel_flat: np.ndarray,
     offsets: np.ndarray,
     *,
     q_chunk: int = 4096,
-    d_chunk: int = 65536,
+    d_chunk: int | None = None,
     device: str | torch.device | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
@@ -373,7 +443,8 @@ def relevant_ranks_flat(
     Inputs are not validated here beyond shapes; :func:`relevant_ranks` validates. ``on_progress(n)``
     is called after each chunk of ``n`` queries (a progress bar's ``update``).
     """
-    qt, dt = _as_matrix(q, "q"), _as_matrix(d, "d")
+    qt, dt = _as_matrix(q, "q"), _as_docs(d)
+    d_chunk = _d_chunk(dt, d_chunk)
     _check_inputs(qt, dt, q_chunk, d_chunk)
     dev = resolve_device(device)
     dtype = _score_dtype(qt, dt)
@@ -388,7 +459,7 @@ def relevant_ranks_flat(
     two_pass = False
     n_recounted = 0
     with _exact_matmul():
-        dd = dt.to(device=dev, dtype=dtype).contiguous()
+        dd = _Docs(dt, dev, dtype, d_chunk)
         for a, b in _chunks(Q, q_chunk):
             if offsets[a] == offsets[b]:  # no relevant documents in this chunk
                 if on_progress is not None:
@@ -398,9 +469,9 @@ def relevant_ranks_flat(
             R = torch.from_numpy(R_np).to(dev)
             qc = qt[a:b].to(device=dev, dtype=dtype).contiguous()
             if two_pass:
-                counts = _count_two_pass(qc, dd, R, d_chunk, scratch)
+                counts = _count_two_pass(qc, dd, R, scratch)
             else:
-                counts, n_redo, two_pass = _count_one_pass(qc, dd, R, d_chunk, scratch)
+                counts, n_redo, two_pass = _count_one_pass(qc, dd, R, scratch)
                 n_recounted += n_redo
             ranks[offsets[a] : offsets[b]] = counts.cpu().numpy()[qloc, pos] + 1
             if on_progress is not None:
@@ -411,17 +482,17 @@ def relevant_ranks_flat(
 
 
 def _count_one_pass(
-    qc: torch.Tensor, d: torch.Tensor, R: torch.Tensor, d_chunk: int, scratch: _Scratch
+    qc: torch.Tensor, d: _Docs, R: torch.Tensor, scratch: _Scratch
 ) -> tuple[torch.Tensor, int, bool]:
     """Counts against provisional thresholds; the queries where a threshold differs from the block's
     own score are recounted with :func:`_count_two_pass`. Returns (counts, number of recounted
     queries, whether so many were that the next chunks should be counted in two passes directly)."""
     thr = _provisional_scores(qc, d, R)
-    counts, own = _count_ahead(qc, d, R, thr, d_chunk, scratch)
+    counts, own = _count_ahead(qc, d, R, thr, scratch)
     redo = ((own != thr) & (R >= 0)).any(1).nonzero()[:, 0]
     n = int(redo.numel())
     if n:
-        counts[redo] = _count_two_pass(qc[redo].contiguous(), d, R[redo], d_chunk, scratch)
+        counts[redo] = _count_two_pass(qc[redo].contiguous(), d, R[redo], scratch)
     switch = n > _TWO_PASS_SWITCH * qc.shape[0]
     if switch:
         log.info(
@@ -436,13 +507,11 @@ def _count_one_pass(
 _warned_nondeterministic = False
 
 
-def _count_two_pass(
-    qc: torch.Tensor, d: torch.Tensor, R: torch.Tensor, d_chunk: int, scratch: _Scratch
-) -> torch.Tensor:
+def _count_two_pass(qc: torch.Tensor, d: _Docs, R: torch.Tensor, scratch: _Scratch) -> torch.Tensor:
     """Counts with thresholds taken from the blocks themselves (exact; costs a second GEMM pass)."""
     global _warned_nondeterministic
-    own = _own_scores(qc, d, R, d_chunk, scratch)
-    counts, own2 = _count_ahead(qc, d, R, own, d_chunk, scratch)
+    own = _own_scores(qc, d, R, scratch)
+    counts, own2 = _count_ahead(qc, d, R, own, scratch)
     if bool(((own2 != own) & (R >= 0)).any()) and not _warned_nondeterministic:
         _warned_nondeterministic = True
         log.warning(
@@ -455,11 +524,11 @@ def _count_two_pass(
 
 def relevant_ranks(
     q: ArrayLike,
-    d: ArrayLike,
+    d: ArrayLike | EmbeddingStore,
     rel: Sequence[np.ndarray],
     *,
     q_chunk: int = 4096,
-    d_chunk: int = 65536,
+    d_chunk: int | None = None,
     device: str | torch.device | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> list[np.ndarray]:
@@ -467,10 +536,12 @@ def relevant_ranks(
 
     Args:
         q: ``[Q, D]`` query embeddings (tensor or array; scored in float32 unless both are float64).
-        d: ``[C, D]`` document embeddings.
+        d: ``[C, D]`` document embeddings, or an :class:`EmbeddingStore` read from disk a block at a time.
         rel: per query, the indices (into ``d``) of its relevant documents; may be empty; no repeats.
         q_chunk, d_chunk: score block size; peak memory is about ``q_chunk * d_chunk`` scores plus a
-            64 MiB comparison buffer plus ``d`` itself (copied to the device), independent of ``Q``.
+            64 MiB comparison buffer plus ``d`` itself (copied to the device) -- or, for a store, one
+            block of ``d_chunk`` rows -- independent of ``Q``. ``d_chunk`` defaults to 65536 rows
+            (a store's ``shard_size``).
         device: ``None``/``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
         on_progress: called with the number of queries of each chunk (e.g. a progress bar's ``update``).
 
@@ -479,7 +550,7 @@ def relevant_ranks(
         #{j : s_j == s_r and j < r}`` -- score descending, exact ties broken by document index
         ascending (lower index ranks first; see the module docstring for the trec_eval mapping).
     """
-    qt, dt = _as_matrix(q, "q"), _as_matrix(d, "d")
+    qt, dt = _as_matrix(q, "q"), _as_docs(d)
     flat, offsets = _flatten_rel(rel, qt.shape[0], dt.shape[0])
     ranks = relevant_ranks_flat(
         qt, dt, flat, offsets, q_chunk=q_chunk, d_chunk=d_chunk, device=device, on_progress=on_progress
@@ -526,20 +597,20 @@ def _block_topk(S: torch.Tensor, kk: int, scratch: _Scratch) -> tuple[torch.Tens
 
 
 def _topk_torch(
-    qt: torch.Tensor, dt: torch.Tensor, k: int, q_chunk: int, d_chunk: int, dev: torch.device
+    qt: torch.Tensor, dt: torch.Tensor | EmbeddingStore, k: int, q_chunk: int, d_chunk: int, dev: torch.device
 ) -> tuple[np.ndarray, np.ndarray]:
     dtype = _score_dtype(qt, dt)
-    Q, C = qt.shape[0], dt.shape[0]
+    Q = qt.shape[0]
     scores = np.empty((Q, k), dtype=np.float64 if dtype == torch.float64 else np.float32)
     indices = np.empty((Q, k), dtype=np.int64)
     scratch = _Scratch(dtype, dev)
     with _exact_matmul():
-        dd = dt.to(device=dev, dtype=dtype).contiguous()
+        dd = _Docs(dt, dev, dtype, d_chunk)
         for a, b in _chunks(Q, q_chunk):
             qc = qt[a:b].to(device=dev, dtype=dtype).contiguous()
             best_v = best_i = None
-            for c, e in _chunks(C, d_chunk):
-                S = _block_scores(qc, dd[c:e], scratch)
+            for c, e, blk in dd.blocks():
+                S = _block_scores(qc, blk, scratch)
                 v, i = _block_topk(S, min(k, e - c), scratch)
                 i += c
                 if best_v is None:
@@ -582,20 +653,47 @@ def _topk_faiss(
     return scores, indices
 
 
+def _topk_faiss_checked(
+    qt: torch.Tensor, dt: torch.Tensor | EmbeddingStore, k: int, q_chunk: int, dev: torch.device
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The FAISS backend's result, or ``None`` when GPU FAISS cannot return ``k`` (torch then runs)."""
+    if isinstance(dt, EmbeddingStore):
+        raise ConfigError(
+            "backend 'faiss' needs the documents in memory; search a store with 'torch'", "backend"
+        )
+    try:
+        import faiss  # noqa: F401
+    except ImportError as e:
+        raise ConfigError(
+            'backend \'faiss\' needs FAISS: pip install -e ".[faiss]" (CPU) or ".[gpu]" (CUDA 12)',
+            "backend",
+        ) from e
+    if dev.type == "cuda" and _faiss_gpu_available() and k > FAISS_GPU_MAX_K:
+        log.warning(
+            "topk: GPU FAISS supports k <= %d, got k=%d; using the torch backend on %s",
+            FAISS_GPU_MAX_K,
+            k,
+            dev,
+        )
+        return None
+    return _topk_faiss(qt, dt, k, q_chunk, dev)
+
+
 def topk(
     q: ArrayLike,
-    d: ArrayLike,
+    d: ArrayLike | EmbeddingStore,
     k: int,
     *,
     backend: Literal["torch", "faiss"] = "torch",
     q_chunk: int = 4096,
-    d_chunk: int = 65536,
+    d_chunk: int | None = None,
     device: str | torch.device | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact maximum-inner-product search: the ``k`` best documents of every query.
 
     Args:
-        q: ``[Q, D]`` query embeddings; d: ``[C, D]`` document embeddings.
+        q: ``[Q, D]`` query embeddings; d: ``[C, D]`` document embeddings, or an
+            :class:`EmbeddingStore` read from disk a block of ``d_chunk`` rows at a time (torch backend).
         k: number of neighbours; **clamped to C** (the outputs then have ``C`` columns), so asking
             for the top 1000 of a 500-document pool returns the full ranking instead of padding.
         backend: ``"torch"`` -- chunked matmul with a running top-k merge (memory
@@ -605,14 +703,16 @@ def topk(
             when ``device`` is CUDA and FAISS was built with GPU support, else on CPU. GPU FAISS
             returns at most 2048 neighbours, so larger ``k`` on GPU falls back to the torch backend
             with a warning. FAISS orders tied scores arbitrarily.
-        q_chunk, d_chunk: block sizes (``q_chunk`` is also the FAISS query batch).
+        q_chunk, d_chunk: block sizes (``q_chunk`` is also the FAISS query batch); ``d_chunk``
+            defaults to 65536 rows (a store's ``shard_size``).
         device: ``None``/``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
 
     Returns:
         ``(scores, indices)`` numpy arrays ``[Q, min(k, C)]``: float32 scores (float64 from the torch
         backend when both inputs are float64) sorted descending, and int64 document indices.
     """
-    qt, dt = _as_matrix(q, "q"), _as_matrix(d, "d")
+    qt, dt = _as_matrix(q, "q"), _as_docs(d)
+    d_chunk = _d_chunk(dt, d_chunk)
     _check_inputs(qt, dt, q_chunk, d_chunk)
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
@@ -623,20 +723,7 @@ def topk(
     if k == 0:  # empty corpus
         return np.zeros((qt.shape[0], 0), np.float32), np.zeros((qt.shape[0], 0), np.int64)
     if backend == "faiss":
-        try:
-            import faiss  # noqa: F401
-        except ImportError as e:
-            raise ConfigError(
-                'backend \'faiss\' needs FAISS: pip install -e ".[faiss]" (CPU) or ".[gpu]" (CUDA 12)',
-                "backend",
-            ) from e
-        if dev.type == "cuda" and _faiss_gpu_available() and k > FAISS_GPU_MAX_K:
-            log.warning(
-                "topk: GPU FAISS supports k <= %d, got k=%d; using the torch backend on %s",
-                FAISS_GPU_MAX_K,
-                k,
-                dev,
-            )
-        else:
-            return _topk_faiss(qt, dt, k, q_chunk, dev)
+        found = _topk_faiss_checked(qt, dt, k, q_chunk, dev)
+        if found is not None:
+            return found
     return _topk_torch(qt, dt, k, q_chunk, d_chunk, dev)
