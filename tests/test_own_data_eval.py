@@ -42,13 +42,20 @@ def test_jsonl_data_evaluates_its_own_test_groups_instead_of_xquad_r():
     assert list(_benchmarks(cfg)) == ["jsonl"]
     assert list(_benchmarks(cfg, "dev_benchmarks")) == ["jsonl_dev"]
     test = OmegaConf.to_container(cfg.eval.benchmarks.jsonl, resolve=True)
-    assert test["type"] == "jsonl" and test["path"] == "/data/mine.jsonl"
+    # the reader training uses (data.corpus itself), so the same ids and groups; no separate path
+    assert test["type"] == "jsonl" and test["path"] is None
+    assert test["corpus"] == OmegaConf.to_container(cfg.data.corpus, resolve=True)
+    assert test["corpus"]["path"] == "/data/mine.jsonl"
     # the same split keys as training, so the same groups: plan_split depends on nothing else
     split = {k: v for k, v in test["split"].items() if v is not None}
     assert split.pop("part") == "test"
     assert split == OmegaConf.to_container(cfg.data.split, resolve=True)
     dev = OmegaConf.to_container(cfg.eval.dev_benchmarks.jsonl_dev, resolve=True)
-    assert dev["split"]["part"] == "dev" and dev["split"]["n_dev_groups"] == 3 and dev["path"] == test["path"]
+    assert (
+        dev["split"]["part"] == "dev"
+        and dev["split"]["n_dev_groups"] == 3
+        and dev["corpus"] == test["corpus"]
+    )
 
 
 def test_the_default_job_and_the_study_still_evaluate_xquad_r():

@@ -185,8 +185,8 @@ def test_data_config_reads_through_hydra(tmp_path, monkeypatch):
     conf = Path(__file__).resolve().parents[1] / "conf"
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         cfg = compose("train", overrides=["data=tevatron", f"data.corpus.path={{en: {en}, fr: {fr}}}"])
-    assert "xquad_r" in cfg.eval.benchmarks and not cfg.eval.get("dev_benchmarks")
-    assert cfg.eval.benchmarks.xquad_r.split is None  # all 48 articles, not a fold of data.split
+    assert list(cfg.eval.benchmarks) == ["jsonl"] and list(cfg.eval.dev_benchmarks) == ["jsonl_dev"]
+    assert cfg.eval.benchmarks.jsonl.split.part == "test"  # its own held-out groups (test_heldout_eval.py)
     corpus = instantiate(cfg.data.corpus)()
     assert corpus.langs == ["en", "fr"] and corpus.num_ids == 1
 

@@ -4,13 +4,15 @@
 key's one validator, the same function the component using the key calls: the sampler's
 (:mod:`mlir.sampling.schedule`, :mod:`mlir.sampling.options`) and the ``check_*`` functions here for
 the trainer, optimiser, loss and output keys (e.g. :class:`~mlir.models.loss.InfoNCELoss` calls
-:func:`check_positive` for ``model.loss.temperature``).
+:func:`check_positive` for ``model.loss.temperature``), and :func:`mlir.data.corpora.check_corpora`
+for ``data.corpus.corpora``.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -122,9 +124,15 @@ def validate(cfg: Any) -> None:
     for key in ("alpha", "alpha_start", "alpha_end"):
         if sampler.get(key) is not None:
             check_probability(sampler.get(key), f"sampler.{key}")
-    bs = (cfg.get("data") or {}).get("batch_size")
+    data = cfg.get("data") or {}
+    bs = data.get("batch_size")
     if bs is not None:
         positive_int(bs, "data.batch_size")
+    corpus = data.get("corpus")
+    if isinstance(corpus, Mapping) and "corpora" in corpus:  # data=corpora: names, readers, weights
+        from mlir.data.corpora import check_corpora
+
+        check_corpora(corpus.get("corpora"))
     trainer = cfg.get("trainer") or {}
     clip = trainer.get("gradient_clip_val")
     if clip is not None:

@@ -6,6 +6,7 @@ the ``type`` must be registered (:mod:`mlir.eval.benchmarks.registry`).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +26,7 @@ TYPE_CANDIDATES = {"jsonl": ("positive", "positive_and_negatives"), "beir": ("ti
 #: types whose settings default to mono only (their queries are not parallel across languages)
 TYPE_SETTINGS = {"beir": ["mono"]}
 #: keys of one type only: key -> (type, default)
-TYPE_KEYS = {"qrels_split": ("beir", "dev"), "parallel_queries": ("beir", False)}
+TYPE_KEYS = {"qrels_split": ("beir", "dev"), "parallel_queries": ("beir", False), "corpus": ("jsonl", None)}
 #: the split keys that choose the held-out groups; a split without any of them holds out nothing
 HOLD_OUT_KEYS = ("n_folds", "n_test_groups", "test_fraction", "groups")
 
@@ -37,6 +38,7 @@ class BenchmarkConfig:
     name: str
     type: str
     path: str | None = None
+    corpus: Any = None  # type jsonl: a corpus reader (``_partial_`` config or callable), e.g. data.corpus
     langs: list[str] | None = None
     settings: list[str] = field(default_factory=lambda: list(SETTINGS))
     candidates: str = "sentence"
@@ -87,6 +89,7 @@ class BenchmarkConfig:
             name=name,
             type=kind,
             path=cfg.get("path"),
+            corpus=cfg.get("corpus"),
             langs=[str(x) for x in cfg["langs"]] if cfg.get("langs") else None,
             settings=settings,
             candidates=cfg.get("candidates") or modes[0],
@@ -103,6 +106,8 @@ class BenchmarkConfig:
         )
         if kind == "beir":
             check_beir_settings(out)
+        if kind == "jsonl":
+            check_jsonl_source(out)
         if out.candidates not in modes:
             raise ConfigError(
                 f"unknown candidates {out.candidates!r}; use one of {sorted(modes)}",
@@ -138,6 +143,36 @@ def check_beir_settings(cfg: BenchmarkConfig) -> None:
             "otherwise use settings: [mono] or [mono, multi]",
             where=f"benchmarks.{cfg.name}.settings",
         )
+
+
+def check_jsonl_source(cfg: BenchmarkConfig) -> None:
+    """Type ``jsonl`` reads ``path`` (a parallel JSONL file) when set, else ``corpus`` (a corpus reader).
+
+    Why both: ``corpus`` (``data.corpus`` in ``jsonl_test`` / ``jsonl_dev``) is exactly what training
+    read, whatever the reader (``data=corpora``, ``data=tevatron``), with the same ids and groups, so its
+    split is training's; ``path`` names a file instead (``eval.py``, a separate test file).
+    """
+    where = f"benchmarks.{cfg.name}"
+    if cfg.path not in (None, "") and not isinstance(cfg.path, (str, os.PathLike)):
+        raise ConfigError(
+            f"must be the path of a parallel JSONL file, got {cfg.path!r:.80}", where=f"{where}.path"
+        )
+    if cfg.path in (None, "") and cfg.corpus is None:
+        raise ConfigError(
+            "neither path (a parallel JSONL file) nor corpus (a corpus reader config; jsonl_test and "
+            "jsonl_dev default to data.corpus) is set: set path=FILE",
+            where=f"{where}.path",
+        )
+    if cfg.path in (None, "") and not (callable(cfg.corpus) or _is_reader_config(cfg.corpus)):
+        raise ConfigError(
+            f"must be a corpus reader with _target_ and _partial_: true (e.g. data.corpus), got "
+            f"{cfg.corpus!r:.80}",
+            where=f"{where}.corpus",
+        )
+
+
+def _is_reader_config(value: Any) -> bool:
+    return isinstance(value, Mapping) and isinstance(value.get("_target_"), str)
 
 
 def _checked_split(split: Any, where: str) -> dict[str, Any] | None:

@@ -1,10 +1,13 @@
-"""Type ``jsonl``: your own parallel JSONL corpus (``data=jsonl``'s format) as a benchmark.
+"""Type ``jsonl``: your own parallel corpus (``data=jsonl``'s format, or any corpus reader) as a benchmark.
 
-Why: ``python train.py data=jsonl data.corpus.path=X`` holds out test groups of X (``data.split``); this
-type evaluates exactly those groups (``conf/benchmark/jsonl_test.yaml``: the same file, the same split
-keys, :func:`mlir.data.splits.plan_split`), so a user's own data is scored on its own held-out part, never
-on a benchmark it was not asked for. With ``split: null`` the whole file is evaluated (a separate test
-file of yours).
+Why: ``python train.py data=... `` holds out test groups of its corpus (``data.split``); this type
+evaluates exactly those groups (``conf/benchmark/jsonl_test.yaml``: ``corpus`` is ``data.corpus``, the
+reader training used, and the split keys are ``data.split``, so :func:`mlir.data.splits.plan_split`
+gives the same groups), so a user's own data is scored on its own held-out part, never on a benchmark
+it was not asked for. Through the reader, ``data=corpora`` is split over its namespaced groups and
+``data=tevatron`` over its records' ids, exactly as in training. ``path`` (read with
+:func:`mlir.data.jsonl.read_jsonl`) names a parallel JSONL file instead, and wins when set (``eval.py``
+has no ``data.corpus``). With ``split: null`` the whole corpus is evaluated (a separate test file).
 
 The protocol is LAReQA's (as ``xquad_r``), with the file's rows in place of sentences:
 
@@ -25,14 +28,18 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mlir.core.errors import ConfigError
-from mlir.eval.benchmarks.config import BenchmarkConfig
+from mlir.eval.benchmarks.config import BenchmarkConfig, check_jsonl_source
 from mlir.eval.benchmarks.registry import register_type
 from mlir.eval.benchmarks.split import eval_groups
 from mlir.eval.tasks import LangQueries, Relevance, RetrievalTask
+
+if TYPE_CHECKING:
+    from mlir.data.corpus import ParallelCorpus
 
 log = logging.getLogger("mlir.eval.benchmarks")
 
@@ -42,45 +49,73 @@ FEW_IDS = 100
 
 @register_type("jsonl")
 def load_jsonl(cfg: BenchmarkConfig) -> RetrievalTask:
-    """The task of the configured file's evaluated groups (all of them when ``split`` is null)."""
-    from mlir.data.jsonl import normalize_lang, read_jsonl
+    """The task of the configured corpus's evaluated groups (all of them when ``split`` is null)."""
+    from mlir.data.jsonl import normalize_lang
     from mlir.data.splits import group_rows
 
     where = f"benchmarks.{cfg.name}"
-    if not cfg.path:
-        raise ConfigError("no path configured (the JSONL file to evaluate)", where=f"{where}.path")
-    corpus = read_jsonl(Path(cfg.path).expanduser())
+    corpus, source = read_source(cfg)
     if cfg.langs:  # config languages are compared in the reader's BCP-47 case ("EN" is "en")
         cfg.langs = [normalize_lang(str(x)) for x in cfg.langs]
     groups = None
     rows = np.arange(len(corpus), dtype=np.int64)
+    part = (cfg.split or {}).get("part", "test")
     if cfg.split:
         groups = eval_groups(cfg, corpus.groups)
         rows = group_rows(corpus, groups)
-        part = (cfg.split or {}).get("part", "test")
         if not len(rows):
             raise ConfigError(
-                f"the {part} part of {cfg.path} is empty (data.split gives it no groups)",
+                f"the {part} part of {source} is empty (data.split gives it no groups)",
                 where=f"{where}.split",
             )
     # "sentence" is BenchmarkConfig's LAReQA default (a Python-built config): here a row's positive
     candidates = "positive" if cfg.candidates == "sentence" else cfg.candidates
     task = jsonl_task(corpus, rows, candidates, name=cfg.name)
-    task.meta["source"] = str(cfg.path)
+    task.meta["source"] = source
     if groups is not None:
         task.meta["groups"] = groups
         n_ids = len(task.query_ids)
         if n_ids < FEW_IDS:
             log.warning(
                 "benchmark %s: the %s part of %s has only %d ids in %d groups; its scores are noisy "
-                "(hold out more with data.split.n_test_groups or data.split.test_fraction)",
+                "(hold out more with data.split.n_%s_groups or data.split.%s_fraction)",
                 cfg.name,
-                cfg.split.get("part", "test"),
-                cfg.path,
+                part,
+                source,
                 n_ids,
                 len(groups),
+                part,
+                part,
             )
     return task
+
+
+def read_source(cfg: BenchmarkConfig) -> tuple[ParallelCorpus, str]:
+    """The corpus to evaluate and a name for messages: ``path`` when set, else the ``corpus`` reader.
+
+    ``corpus`` is a reader config with ``_partial_: true`` (``data.corpus`` itself in ``jsonl_test``),
+    or the callable Hydra made of it (a benchmark config instantiated recursively, as the retrieval
+    callback's is): called once, it gives exactly the corpus training read, ids and groups included.
+    """
+    from mlir.data.corpus import ParallelCorpus
+
+    check_jsonl_source(cfg)
+    if cfg.path not in (None, ""):
+        from mlir.data.jsonl import read_jsonl
+
+        return read_jsonl(Path(cfg.path).expanduser()), str(cfg.path)
+    reader = cfg.corpus
+    if not callable(reader):
+        import hydra.utils
+
+        reader = hydra.utils.instantiate(reader)
+    corpus = reader() if callable(reader) else reader  # a config without _partial_ is read at once
+    if not isinstance(corpus, ParallelCorpus):
+        raise ConfigError(
+            f"the reader returned {type(corpus).__name__}, not a corpus (is _partial_: true set?)",
+            where=f"benchmarks.{cfg.name}.corpus",
+        )
+    return corpus, f"corpus '{corpus.name}'"
 
 
 def jsonl_task(corpus, rows: np.ndarray, candidates: str = "positive", name: str = "jsonl") -> RetrievalTask:
