@@ -160,7 +160,10 @@ def test_paper_experiments(name, backbone, pooling):
     assert cfg.model.optimizer.lr == pytest.approx(
         3e-5
     ) and cfg.model.optimizer.weight_decay == pytest.approx(0.01)
-    assert (cfg.model.encoder.query_prefix, cfg.model.encoder.passage_prefix) == ("query: ", "passage: ")
+    assert (cfg.model.encoder.query_prefix, cfg.model.encoder.passage_prefix) == (
+        "Query: ",
+        "Passage: ",
+    )  # the paper's
     assert cfg.callbacks.early_stopping.monitor == "val/loss" and cfg.callbacks.early_stopping.mode == "min"
     # zero-shot as the paper: every XQuAD-R article (nothing of it trained on), MLQA-R, MKQA; mAP headline
     assert (
