@@ -42,22 +42,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from bench import peak_rss_mib, rss_mib  # noqa: E402
 from mlir.eval.metrics import FlatRanks, compute_metrics, mean_metrics  # noqa: E402
 from mlir.eval.search import relevant_ranks_flat, topk  # noqa: E402
-
-
-def rss_mib() -> float:
-    """Current resident set size (VmRSS) in MiB."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def cpu_seconds() -> float:

@@ -27,7 +27,6 @@ import argparse
 import hashlib
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -39,24 +38,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import bench  # noqa: E402
+from bench import peak_rss_mib, rss_mib  # noqa: E402
 from mlir.core.atomic import write_text  # noqa: E402
 
 MIB = 2**20
 #: Rows generated per write block (fixed, so the corpus does not depend on the search shard size).
 GEN_BLOCK = 16384
-
-
-def rss_mib() -> float:
-    """Current resident set size (VmRSS) in MiB."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 # ------------------------------------------------------------------------------------ child runs

@@ -114,3 +114,16 @@ def mlqa_r_dir(data_dir):
     if missing:
         pytest.skip(f"MLQA-R files {missing} not found in {d}")
     return d
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test's tiny GEMMs on one thread: they gain nothing from threads, and on a loaded 2-core
+    box OpenMP spinning makes them 10x slower. Results do not depend on the thread count here.
+    Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

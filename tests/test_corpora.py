@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _fast_run import FAST_DEV_RUN
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -346,13 +347,7 @@ def test_fast_dev_run_trains_on_three_weighted_corpora(files, tmp_path, tiny_mod
         "~data.split.dev_fraction",
         "+data.split.n_test_groups=3",
         "+data.split.n_dev_groups=3",
-        "data.batch_size=4",  # 3 dev groups of 4 ids: a validation X-X-mono batch in es needs 4
-        "data.val_batches=2",
-        "data.num_workers=0",
-        "logger=none",
-        "trainer.accelerator=cpu",
-        "trainer.fast_dev_run=true",
-        "trainer.enable_progress_bar=false",
+        *FAST_DEV_RUN,  # batch 4: 3 dev groups of 4 ids, and a validation X-X-mono batch in es needs 4
     )
     assert list(cfg.eval.benchmarks) == ["jsonl"]
     metrics = train(cfg)

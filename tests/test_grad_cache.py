@@ -15,14 +15,7 @@ from mlir.models.grad_cache import GradCache, plan_chunks
 from mlir.models.loss import InfoNCELoss
 from mlir.models.module import RetrieverModule
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread; two OpenMP threads on a loaded 2-core box spin for seconds."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 WORDS = "the panthers were founded in by who when where which how many of and is was die los пантеры 黑豹队".split()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _fast_run import FAST_DEV_RUN
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -179,16 +180,7 @@ def _train(cfg):
     return metrics, {str(q) for q in np.unique(pq["qid"])}
 
 
-TRAIN = [
-    "model=tiny_random",
-    "data.batch_size=4",
-    "data.val_batches=2",
-    "data.num_workers=0",
-    "logger=none",
-    "trainer.accelerator=cpu",
-    "trainer.fast_dev_run=true",
-    "trainer.enable_progress_bar=false",
-]
+TRAIN = ["model=tiny_random", *FAST_DEV_RUN]
 
 
 def test_corpora_run_evaluates_exactly_its_namespaced_test_groups(corpora, tmp_path, tiny_model_dir):

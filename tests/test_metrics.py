@@ -25,13 +25,7 @@ from mlir.eval.search import relevant_ranks
 pytrec_eval = pytest.importorskip("pytrec_eval")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny GEMMs: avoid OpenMP spinning on a loaded 2-core box (results do not depend on it)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------------------ hand-computed cases

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from _eval_data import make_xquad_dir, write_mkqa
+from _fast_run import FAST_DEV_RUN
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -119,13 +120,7 @@ def test_paper_config_trains_validates_on_the_val_file_and_evaluates_every_bench
             f"paths.data_dir={paper_data['data']}",
             f"data.corpus.path={paper_data['train']}",
             f"data.val_corpus.path={paper_data['val']}",
-            "data.batch_size=4",
-            "data.val_batches=2",
-            "data.num_workers=0",
-            "logger=none",
-            "trainer.accelerator=cpu",
-            "trainer.fast_dev_run=true",
-            "trainer.enable_progress_bar=false",
+            *FAST_DEV_RUN,
             "eval.batch_size=16",
             *(
                 f"eval.benchmarks.{b}.download=false" for b in ("xquad_r", "mlqa_r", "mkqa")

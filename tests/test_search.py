@@ -10,15 +10,7 @@ from mlir.core.errors import ConfigError
 from mlir.eval import search
 from mlir.eval.search import relevant_ranks, relevant_ranks_flat, resolve_device, topk
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny GEMMs gain nothing from threads, and on a loaded 2-core box OpenMP spinning makes them 10x
-    slower; results do not depend on the thread count (exact data)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 CHUNKS = [(10_000, 10_000), (7, 13), (1, 301), (53, 1), (16, 64), (5, 1000), (32, 300)]

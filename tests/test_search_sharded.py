@@ -28,13 +28,7 @@ from mlir.eval.search import relevant_ranks, topk
 from mlir.eval.trec import RunFiles
 from tests._eval_data import HashingEncoder, make_xquad_dir
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 N_DOCS = 301
