@@ -40,15 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from mlir.core.errors import ConfigError, DataError, MlirError
-from mlir.data.mining import (  # noqa: F401  (the rules live there)
-    EXCLUDED,
-    POOLS,
-    MineResult,
-    MineSettings,
-    Tallies,
-    mine_corpus,
-    search_backend,
-)
+from mlir.data.mining import POOLS, MineResult, MineSettings, mine_corpus
 
 log = logging.getLogger(__name__)
 CONF_MODEL_DIR = Path(__file__).resolve().parent.parent / "conf" / "model"
