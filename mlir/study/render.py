@@ -1,4 +1,4 @@
-"""The report's files: report.md, report.csv, significance.csv, alpha_curves.png, lang_heatmap.png.
+"""The report's files: report.md, summary.md, report.csv, significance.csv and the two figures.
 
 Why separate from the statistics: these are views of a :class:`~mlir.study.report.SweepReport`; the
 numbers are computed once in :mod:`mlir.study.report` and only formatted here, so a figure can never
@@ -29,7 +29,7 @@ SIG_COLUMNS = (
     "family", "benchmark", "setting", "metric", "hybrid_alpha", "baseline", "baseline_alpha", "status",
     "design", "n_units", "n_questions", "mean_hybrid", "mean_baseline", "diff", "rel_diff", "se", "df", "df_satterthwaite",
     "diff_ci95_low", "diff_ci95_high", "effect_size", "p_value", "p_holm", "m_family", "mde", "mde_level",
-    "mde_unadjusted", "verdict",
+    "mde_unadjusted", "seeds_per_fold", "seed_share", "mde_projected_as_run", "mde_seeds_10", "mde_seeds_inf", "verdict",
 )  # fmt: skip
 
 
@@ -126,6 +126,31 @@ def _design_lines(rep: SweepReport) -> list[str]:
     return out
 
 
+def arm_tables(rep: SweepReport, heading: str = "##") -> list[str]:
+    """Per benchmark: every arm's mean [95 % t-interval over units] of each setting and metric."""
+    from mlir.study.report import table_metrics
+
+    cols = table_metrics(rep)
+    out = []
+    for b in rep.benchmarks:
+        out.append(f"{heading} {b}: mean over {rep.unit}s [95 % t-interval over {rep.unit}s]\n")
+        if rep.designs[b] != "nested":
+            out.append(
+                "The interval is over units answering the same questions: it holds run-to-run variance, "
+                "not the question sample (the tests hold both).\n"
+            )
+        out.append("| arm | " + " | ".join(f"{s} {m}" for s, m in cols) + " |")
+        out.append("|---" * (len(cols) + 1) + "|")
+        for arm in rep.arms:
+            out.append(
+                f"| {arm_label(arm)} | "
+                + " | ".join(_cell(table_row(rep, b, s, m, arm)) for s, m in cols)
+                + " |"
+            )
+        out.append("")
+    return out
+
+
 def to_markdown(rep: SweepReport, figures: Sequence[str] = ()) -> str:
     """The whole report as markdown: design, runs, gaps, tables, tests, figures and the answer."""
     complete = rep.complete_runs
@@ -148,31 +173,14 @@ def to_markdown(rep: SweepReport, figures: Sequence[str] = ()) -> str:
         )
     out += [f"- Note: {n}" for n in rep.notes]
     out.append("")
-    from mlir.study.report import table_metrics
-
-    cols = table_metrics(rep)
-    for b in rep.benchmarks:
-        out.append(f"## {b}: mean over {rep.unit}s [95 % t-interval over {rep.unit}s]\n")
-        if rep.designs[b] != "nested":
-            out.append(
-                "The interval is over units answering the same questions: it holds run-to-run variance, "
-                "not the question sample (the tests below hold both).\n"
-            )
-        out.append("| arm | " + " | ".join(f"{s} {m}" for s, m in cols) + " |")
-        out.append("|---" * (len(cols) + 1) + "|")
-        for arm in rep.arms:
-            out.append(
-                f"| {arm_label(arm)} | "
-                + " | ".join(_cell(table_row(rep, b, s, m, arm)) for s, m in cols)
-                + " |"
-            )
-        out.append("")
+    out += arm_tables(rep)
     out.append(f"## Tests: hybrid vs X-X-mono and vs X-Y\n\nHybrid: {rep.hybrid_choice}.\n")
     sig = [r for r in rep.significance if r["family"] != "descriptive"]
     if sig:
         out += _sig_table(sig)
     else:
         out.append("Not computed (see the notes above).\n")
+    out += seed_projection_table(rep)
     desc = [r for r in rep.significance if r["family"] == "descriptive"]
     if desc:
         out.append("## Fine-tuning vs untrained (descriptive, not Holm-corrected)\n")
@@ -184,6 +192,33 @@ def to_markdown(rep: SweepReport, figures: Sequence[str] = ()) -> str:
     out.append("## Answer\n")
     out += rep.answer
     return "\n".join(out) + "\n"
+
+
+def seed_projection_table(rep: SweepReport) -> list[str]:
+    """The primary comparisons' MDE as measured and projected to more seeds (mlir.study.power)."""
+    rows = [r for r in rep.significance if r["family"] == "primary" and "mde_seeds_inf" in r]
+    if not rows:
+        return []
+    out = [
+        "## What more seeds would buy (projection, not a test)\n",
+        "Each primary comparison's minimum detectable effect (80 % power at its Holm level), measured, and "
+        "projected from its variance split into the folds' own part and seed noise: with the seeds that "
+        "were run (the projection's baseline; it rests on the seed variance, estimated on more df than "
+        "the folds' spread), with 10 and with unlimited seeds per fold and arm. More seeds shrink the "
+        "seed part only (method: mlir/study/power.py, docs/statistics.md).\n",
+        "| benchmark | setting | metric | vs | seeds per fold | seed share of the fold variance "
+        "| MDE measured | projected: as run | 10 seeds | unlimited seeds |",
+        "|---" * 10 + "|",
+    ]
+    for r in rows:
+        d = _digits(r["metric"])
+        out.append(
+            f"| {r['benchmark']} | {r['setting']} | {r['metric']} | {r['baseline']} | {r['seeds_per_fold']:g} | "
+            f"{_f(r['seed_share'] * 100, 0)} % | {_f(r['mde'], d)} | {_f(r['mde_projected_as_run'], d)} | "
+            f"{_f(r['mde_seeds_10'], d)} | {_f(r['mde_seeds_inf'], d)} |"
+        )
+    out.append("")
+    return out
 
 
 def _sig_table(rows: list[dict[str, Any]]) -> list[str]:
@@ -339,10 +374,14 @@ def write_all(rep: SweepReport, out: Path) -> dict[str, Path]:
         "curves": out / "alpha_curves.png",
         "heatmap": out / "lang_heatmap.png",
         "md": out / "report.md",
+        "summary": out / "summary.md",
     }
     write_csv(paths["csv"], rep.table, TABLE_COLUMNS)
     write_csv(paths["significance"], rep.significance, SIG_COLUMNS)
     plot_alpha_curves(rep, paths["curves"])
     plot_lang_heatmap(rep, paths["heatmap"])
     write_text(paths["md"], to_markdown(rep, figures=[str(paths["curves"]), str(paths["heatmap"])]))
+    from mlir.study.summary import summary_markdown
+
+    write_text(paths["summary"], summary_markdown(rep))
     return paths

@@ -4,8 +4,8 @@ Why: the study (``conf/experiment/hybrid_study.yaml``) leaves one job directory 
 plus the untrained backbone per fold; this module collects them (:mod:`mlir.study.runs`), tests the
 hybrid alpha against X-X-mono (alpha=1) and X-Y (alpha=0) with the training run as the unit of
 replication (:mod:`mlir.study.stats`, design in ``docs/statistics.md``), phrases the answer
-(:mod:`mlir.study.answer`) and writes report.md, report.csv, significance.csv and the figures
-(:mod:`mlir.study.render`).
+(:mod:`mlir.study.answer`) and writes report.md, summary.md, report.csv, significance.csv and the
+figures (:mod:`mlir.study.render`, :mod:`mlir.study.summary`).
 
 The hybrid alpha is fixed in advance (``--hybrid-alpha``, default 0.5, the paper's value) or chosen
 on the dev criterion (``--hybrid-alpha dev``: the lowest mean ``dev/val_loss_best``), never on a test
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from mlir.core.errors import ConfigError, MlirError
-from mlir.study import stats
+from mlir.study import power, stats
 from mlir.study.runs import (
     BASELINES,
     BIAS,
@@ -348,8 +348,9 @@ def _test_plan(rep: SweepReport) -> list[Test]:
     return plan
 
 
-def _compare(rep: SweepReport, h: float, planned: Test) -> tuple[dict[str, Any], Any]:
-    """One planned test's row (without Holm and MDE) and the test object (``None``: not tested)."""
+def _compare(rep: SweepReport, h: float, planned: Test) -> tuple[dict[str, Any], Any, Any]:
+    """One planned test's row (without Holm and MDE), the test object (``None``: not tested) and its
+    seed split (:mod:`mlir.study.power`; ``None``: not estimable)."""
     family, b, s, m, name, base = planned
     row: dict[str, Any] = {
         "family": family,
@@ -362,14 +363,34 @@ def _compare(rep: SweepReport, h: float, planned: Test) -> tuple[dict[str, Any],
     }
     if base not in rep.arms:
         row["status"] = f"not tested (missing alpha={fmt_alpha(float(base))})"
-        return row, None
+        return row, None, None
     hyb = _arm_scores(rep, h, (b, s, m), set())
     ref = _arm_scores(rep, base, (b, s, m), set(hyb))
     if not hyb or not ref:
         row["status"] = "not tested (no per-query scores for this metric)"
-        return row, None
-    res, test = stats.paired_comparison(paired_differences(hyb, ref), rep.designs[b])
-    return row | res, test
+        return row, None, None
+    diffs = paired_differences(hyb, ref)
+    res, test = stats.paired_comparison(diffs, rep.designs[b])
+    split = _seed_split(rep, (b, s, m), (h, base), diffs, test) if family != DESCRIPTIVE else None
+    return row | res, test, split
+
+
+def _seed_split(rep: SweepReport, key: tuple[str, str, str], arms: tuple[Arm, Arm], diffs, test) -> Any:
+    """The comparison's variance split into folds and seeds, on exactly the questions its test used."""
+    if test is None or not rep.by_fold:
+        return None
+    units = [u for u, v in diffs.items() if len(v[1])]
+    if isinstance(test, stats.CrossedTest):
+        qs = np.array(sorted(set.intersection(*(set(diffs[u][0].tolist()) for u in units))))
+        tested = dict.fromkeys(units, qs)
+        idx = {u: np.isin(diffs[u][0], qs) for u in units}
+        unit_means = [float(diffs[u][1][idx[u]].mean()) for u in units]
+        q_part = max(float(test.ms_q - test.ms_e), 0.0) / (test.n_units * test.n_questions)
+    else:
+        tested = {u: diffs[u][0] for u in units}
+        unit_means, q_part = [float(diffs[u][1].mean()) for u in units], 0.0
+    means = [power.run_means(rep.arm_runs(a), key, tested) for a in arms]
+    return power.seed_split(means[0], means[1], unit_means, q_part)
 
 
 def _comparisons(rep: SweepReport) -> list[dict[str, Any]]:
@@ -377,11 +398,12 @@ def _comparisons(rep: SweepReport) -> list[dict[str, Any]]:
     fine-tuning-vs-untrained comparisons; Holm within each family, then the MDEs."""
     h = rep.hybrid_alpha
     assert h is not None
-    rows, tests = [], []
+    rows, tests, splits = [], [], []
     for planned in _test_plan(rep):
-        row, test = _compare(rep, h, planned)
+        row, test, split = _compare(rep, h, planned)
         rows.append(row)
         tests.append(test)
+        splits.append(split)
     for family in (PRIMARY, SECONDARY):
         idx = [i for i, r in enumerate(rows) if r["family"] == family]
         adj = stats.holm([rows[i].get("p_value", math.nan) for i in idx])
@@ -389,7 +411,7 @@ def _comparisons(rep: SweepReport) -> list[dict[str, Any]]:
         for i, p in zip(idx, adj):
             rows[i]["p_holm"] = float(p)
             rows[i]["m_family"] = m_family
-    for r, test in zip(rows, tests):
+    for r, test, split in zip(rows, tests, splits):
         if r["family"] == DESCRIPTIVE:
             r["p_holm"], r["m_family"] = "", ""  # outside the Holm families: not applicable
         if test is None:
@@ -398,6 +420,11 @@ def _comparisons(rep: SweepReport) -> list[dict[str, Any]]:
         r["mde_level"] = level
         r["mde"] = stats.comparison_mde(test, level)
         r["mde_unadjusted"] = stats.comparison_mde(test, LEVEL)
+        if split is not None:
+            r["seeds_per_fold"], r["seed_share"] = split.seeds, split.seed_share
+            seeds = (split.seeds, *power.PROJECTED_SEEDS)
+            projected = power.projected_mdes(split, float(test.df_at(level)), level, seeds)
+            r["mde_projected_as_run"], r["mde_seeds_10"], r["mde_seeds_inf"] = projected
     from mlir.study.answer import row_verdict
 
     for r in rows:
@@ -406,7 +433,7 @@ def _comparisons(rep: SweepReport) -> list[dict[str, Any]]:
 
 
 def write_report(rep: SweepReport, out_dir: str | Path | None = None) -> dict[str, Path]:
-    """Write report.md, report.csv, significance.csv, alpha_curves.png and lang_heatmap.png."""
+    """Write report.md, summary.md (a README's block), report.csv, significance.csv and the figures."""
     from mlir.study import render
 
     return render.write_all(rep, Path(out_dir) if out_dir else rep.sweep_dir)
