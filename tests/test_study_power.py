@@ -57,8 +57,11 @@ def test_the_split_recovers_fold_and_seed_variance_on_average():
     assert abs(np.mean(fold_moments) - TAU2) < 3 * se
 
 
-def test_one_seed_per_fold_cannot_split():
+def test_every_fold_needs_two_seeds_to_split():
     assert seed_split({0: [0.1], 1: [0.2]}, {0: [0.0], 1: [0.1]}, [0.1, 0.1]) is None
+    assert seed_split({0: [0.1, 0.2], 1: [0.2]}, {0: [0.0, 0.1], 1: [0.1, 0.0]}, [0.1, 0.15]) is None
+    split = seed_split({0: [0.1, 0.2], 1: [0.2, 0.4]}, {0: [0.0, 0.1], 1: [0.1, 0.0]}, [0.1, 0.25])
+    assert split.seeds == 2 and split.seed_df == 4 and split.seed_var == pytest.approx(0.025 / 2 + 0.01 / 2)
 
 
 @pytest.mark.parametrize("seeds", [S, 10, math.inf])

@@ -8,6 +8,7 @@ against the report number for number.
 from __future__ import annotations
 
 import re
+import shutil
 
 import pytest
 from _study_data import make_sweep
@@ -41,7 +42,17 @@ def test_each_setting_gets_the_verdict_built_into_the_data(written):
     mono = _row(summary, "xq", "mono map").split(" | ")
     # hybrid is +0.10 above both baselines and +0.40 above the untrained backbone by construction
     assert [float(NUMBER.findall(c)[0]) for c in mono[3:6]] == pytest.approx([0.10, 0.10, 0.40], abs=0.01)
-    assert "4 fold(s) x seeds 1, 2 per trained arm" in summary
+    assert "24 trained runs (seeds 1, 2 of every arm on folds 0, 1, 2, 3) and 4 untrained jobs" in summary
+
+
+def test_an_interim_sweep_says_which_folds_have_which_seeds(tmp_path):
+    sweep = make_sweep(tmp_path / "s", seeds=(1, 2))
+    for job in sweep.glob("fold1_alpha*_seed2"):
+        shutil.rmtree(job)
+    summary = write_report(build_report(sweep), tmp_path / "out")["summary"].read_text()
+    assert (
+        "21 trained runs (seeds 1, 2 of every arm on folds 0, 2, 3; seed 1 of every arm on fold 1)" in summary
+    )
 
 
 def test_headline_counts_the_detected_and_bounds_the_rest(written):

@@ -85,12 +85,12 @@ def seed_split(
     question_part: float = 0.0,
 ) -> SeedSplit | None:
     """The split from each arm's run means per fold (``{fold: [mean of each seed's run]}``, on the
-    questions the test used) and the units' mean differences; None when an arm has no fold with two
-    seeds (its seed variance is not estimable)."""
+    questions the test used) and the units' mean differences; None unless every fold of both arms has
+    two seeds or more (an interim sweep with some folds at one seed is not projected)."""
+    if any(len(v) < 2 for arm in (hybrid, baseline) for v in arm.values()) or not (hybrid and baseline):
+        return None
     v_h, df_h = pooled_within_variance(hybrid.values())
     v_b, df_b = pooled_within_variance(baseline.values())
-    if not (df_h and df_b):
-        return None
     counts = [len(v) for arm in (hybrid, baseline) for v in arm.values() if len(v)]
     seeds = len(counts) / sum(1.0 / c for c in counts)
     return SeedSplit(

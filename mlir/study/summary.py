@@ -133,14 +133,36 @@ def comparisons_table(rep: SweepReport) -> list[str]:
     return out
 
 
+def _seeds_per_fold(rep: SweepReport) -> str:
+    """``seeds 1, 2, 3 of every arm on folds 0-3`` or, when they differ, one clause per group of folds."""
+    by_fold: dict[int, set[tuple[Any, ...]]] = {}
+    for a, rs in rep.arms.items():
+        if a != UNTRAINED:
+            for f in sorted({r.fold for r in rs}):
+                by_fold.setdefault(f, set()).add(tuple(sorted(r.seed for r in rs if r.fold == f)))
+    groups: dict[str, list[int]] = {}
+    for f, seed_sets in sorted(by_fold.items()):
+        key = (
+            ("seed " if len(next(iter(seed_sets))) == 1 else "seeds ")
+            + ", ".join(map(str, next(iter(seed_sets))))
+            if len(seed_sets) == 1
+            else "seeds differing by arm (report.md, Runs)"
+        )
+        groups.setdefault(key, []).append(f)
+    unit = rep.unit if rep.by_fold else "fold"
+    return "; ".join(
+        f"{key} of every arm on {unit}{'s' if len(fs) > 1 else ''} {', '.join(map(str, fs))}"
+        for key, fs in groups.items()
+    )
+
+
 def summary_markdown(rep: SweepReport) -> str:
     """The README block: headline, the comparisons table, each benchmark's alpha x setting table."""
-    seeds = sorted({r.seed for a, rs in rep.arms.items() if a != UNTRAINED for r in rs if r.seed is not None})
-    units = sorted({r.fold for r in rep.complete_runs})
     designs = "; ".join(f"{b}: {rep.designs[b]}, {rep.questions[b]} questions" for b in rep.benchmarks)
+    trained = [r for a, rs in rep.arms.items() if a != UNTRAINED for r in rs]
     out = [
-        f"From the report of `{rep.sweep_dir}` (report.md has the same numbers): {len(rep.complete_runs)} finished jobs, "
-        f"{len(units)} {rep.unit}(s) x seeds {', '.join(map(str, seeds)) or '—'} per trained arm ({designs}).",
+        f"From the report of `{rep.sweep_dir}` (report.md has the same numbers): {len(trained)} trained "
+        f"runs ({_seeds_per_fold(rep)}) and {len(rep.arms.get(UNTRAINED, []))} untrained jobs ({designs}).",
         "",
         headline(rep),
         "",
