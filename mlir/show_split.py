@@ -2,8 +2,9 @@
 
 Prints one JSON object ``{"fold": k, "train": {"groups": [...], "ids": [...]}, "dev": {...},
 "test": {...}}``: the groups (article titles for XQuAD-R) and the parallel question ids of each part,
-for the configured data and ``data.split``. Train and dev are in ``data.train_langs``; test is what
-the test benchmarks evaluate (every language of the data). Only the corpus is read: no model.
+for the configured data and ``data.split``. Train and dev are in ``data.train_langs`` (dev is
+``data.val_corpus`` when that is set); test is what the test benchmarks evaluate (every language of
+the data). Only the data is read: no model.
 
     python -m mlir.show_split data.split.fold=2
 """
@@ -35,20 +36,37 @@ def compose_train_config(overrides: list[str]) -> DictConfig:
 
 
 def split_record(cfg: DictConfig) -> dict[str, Any]:
-    """``{"fold", "train", "dev", "test"}`` of the configured data split."""
-    from mlir.data.splits import PARTS, group_rows, plan_from_config
+    """``{"fold", "train", "dev", "test"}`` of the configured data split, as the datamodule makes it.
+
+    Why the datamodule: its ``prepare_corpora`` is what a run trains and validates on (training
+    languages, ``data.val_corpus``, the checks), so this cannot drift from it. With ``data.val_corpus``
+    the dev part is that corpus (``"source": "data.val_corpus"``) and training has every non-test group.
+    """
+    from mlir.data.splits import group_rows
 
     if not cfg.data.get("split"):
         raise ConfigError("no split configured: everything is training data", where="data.split")
-    corpus = hydra.utils.instantiate(cfg.data.corpus)()
-    plan = plan_from_config(corpus.groups, cfg.data.split)
-    train_langs = list(cfg.data.get("train_langs") or corpus.langs)
-    record: dict[str, Any] = {"fold": plan.fold}
-    for part in PARTS:
-        rows = group_rows(corpus, plan.part(part), None if part == "test" else train_langs)
-        ids = sorted(set(corpus.texts("id", rows))) if len(rows) else []
-        record[part] = {"groups": plan.part(part), "ids": ids}
-    return record
+    dm = hydra.utils.instantiate(cfg.data, sampler=None, seed=cfg.seed)
+    dm.prepare_corpora()
+    plan = dm.plan
+    full = dm.corpus_fn()
+    test = full.select(group_rows(full, plan.part("test")))
+    dev = _part(dm.val_corpus, plan.part("dev"))
+    if dm.val_corpus_fn is not None:
+        groups = sorted(dm.val_corpus.groups) if dm.val_corpus is not None else []
+        dev = {"source": "data.val_corpus", **_part(dm.val_corpus, groups)}
+    return {
+        "fold": plan.fold,
+        "train": _part(dm.train_corpus, plan.part("train")),
+        "dev": dev,
+        "test": _part(test, plan.part("test")),
+    }
+
+
+def _part(corpus: Any, groups: list[str]) -> dict[str, Any]:
+    """A part's groups and the ids of its rows (none for an absent or empty part)."""
+    ids = sorted(set(corpus.texts("id", range(len(corpus))))) if corpus is not None and len(corpus) else []
+    return {"groups": list(groups), "ids": ids}
 
 
 def main(argv: list[str] | None = None) -> None:

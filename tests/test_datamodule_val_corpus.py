@@ -278,3 +278,29 @@ def test_bad_negative_settings_name_their_key(kw, key):
     with pytest.raises(ConfigError) as ei:
         _dm(_train_rows(), **kw)
     assert ei.value.where == key and "\n" not in str(ei.value)
+
+
+def test_show_split_reports_the_val_corpus_as_the_dev_part(tmp_path, val_file, monkeypatch):
+    from mlir.show_split import compose_train_config, split_record
+
+    monkeypatch.setenv("MLIR_CACHE_DIR", str(tmp_path / "cache"))
+    rows = _train_rows()
+    train = tmp_path / "train.jsonl"
+    train.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    overrides = [
+        "data=jsonl",
+        f"data.corpus.path={train}",
+        f"paths.data_dir={tmp_path}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        "data.split.dev_fraction=null",
+        "data.split.test_fraction=0.2",
+        "+data/val_corpus=squad",
+        f"data.val_corpus.path={val_file}",
+    ]
+    rec = split_record(compose_train_config(overrides))
+    assert rec["dev"]["source"] == "data.val_corpus"
+    assert rec["dev"]["groups"] == ["Title 0", "Title 1", "Title 2"]
+    assert len(rec["dev"]["ids"]) == 3 * 4 * 3 - 3  # articles x paragraphs x questions, unanswerable out
+    assert len(rec["test"]["groups"]) == 2 and not set(rec["train"]["groups"]) & set(rec["test"]["groups"])
+    assert set(rec["train"]["groups"]) | set(rec["test"]["groups"]) == {f"g{i}" for i in range(10)}
+    assert not set(rec["train"]["ids"]) & set(rec["test"]["ids"])
