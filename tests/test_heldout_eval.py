@@ -164,6 +164,51 @@ def test_a_path_replaces_the_training_reader(corpora, tmp_path):
     assert bench.task.query_ids == ["x1"] and bench.task.meta["source"] == str(other)
 
 
+@pytest.mark.parametrize("data", ["corpora", "tevatron"])
+@pytest.mark.parametrize("part", ["test", "dev"])
+def test_eval_py_on_a_runs_checkpoint_reads_that_runs_data_and_split(data, part, request, tmp_path):
+    """``eval.py ckpt_path=RUN/... +benchmark@eval.benchmarks.jsonl=jsonl_test``: eval.py has no
+    ``data.corpus``, so the benchmark takes the run's (from RUN/.hydra/config.yaml) and its split."""
+    from omegaconf import OmegaConf
+
+    from mlir.eval.app import restrict_to_run_data
+
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    OmegaConf.save(_compose(tmp_path, *request.getfixturevalue(data)), run / ".hydra" / "config.yaml")
+    cfg = _compose(
+        tmp_path,
+        f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+        "~eval.benchmarks.xquad_r",
+        "+benchmark@eval.benchmarks.jsonl=jsonl_test",
+        f"eval.benchmarks.jsonl.split.part={part}",
+        config_name="eval",
+    )
+    note = restrict_to_run_data(cfg)
+    assert note and note.startswith("jsonl: the checkpoint's run data")
+    (bench,) = load_benchmarks({k: v for k, v in cfg.eval.benchmarks.items() if v is not None})
+    expected = _corpora_part if data == "corpora" else _tevatron_part
+    assert set(bench.task.query_ids) == expected(part)
+
+
+def test_eval_py_keeps_a_benchmarks_own_file(corpora, tmp_path):
+    from omegaconf import OmegaConf
+
+    from mlir.eval.app import restrict_to_run_data
+
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    OmegaConf.save(_compose(tmp_path, *corpora), run / ".hydra" / "config.yaml")
+    cfg = _compose(
+        tmp_path,
+        f"ckpt_path={run / 'last.ckpt'}",
+        "+benchmark@eval.benchmarks.mine=jsonl",
+        f"eval.benchmarks.mine.path={tmp_path / 'alpha.jsonl'}",
+        config_name="eval",
+    )
+    assert restrict_to_run_data(cfg) is None and cfg.eval.benchmarks.mine.corpus is None
+
+
 # ------------------------------------------------------------------------------ end to end
 
 

@@ -107,6 +107,42 @@ def restrict_to_run_split(cfg: DictConfig) -> str | None:
     )
 
 
+SELECTING = ("n_folds", "n_test_groups", "test_fraction", "groups")  # split keys that choose groups
+
+
+def restrict_to_run_data(cfg: DictConfig) -> str | None:
+    """A ``jsonl`` benchmark without data evaluates the held-out groups of the checkpoint's run data.
+
+    Why: a run on ``data=jsonl``, ``data=corpora`` or ``data=tevatron`` holds out test groups of its
+    own corpus; in ``train.py`` ``jsonl_test`` reads them through ``data.corpus``, which ``eval.py`` does
+    not have. With ``ckpt_path`` from such a run, every ``jsonl`` benchmark with neither ``path`` nor
+    ``corpus`` gets the run's ``data.corpus`` and, unless its ``split`` already chooses groups, the
+    run's ``data.split`` (keeping its ``part``), so it scores exactly the groups that run never saw,
+    whatever reader the run used. Returns a line for the printed table's title, or ``None``.
+    """
+    ckpt = cfg.get("ckpt_path")
+    if ckpt in (None, "", "null") or not cfg.eval.get("model_from_run", True):
+        return None
+    run_cfg = _run_config(Path(str(ckpt)).expanduser())
+    corpus = OmegaConf.select(run_cfg, "data.corpus") if run_cfg is not None else None
+    if corpus is None:
+        return None
+    split = OmegaConf.select(run_cfg, "data.split")
+    changed = []
+    for name, bench in cfg.eval.benchmarks.items():
+        if bench is None or bench.get("type") != "jsonl" or bench.get("path") or bench.get("corpus"):
+            continue
+        with open_dict(bench):
+            bench.corpus = OmegaConf.to_container(corpus, resolve=True)
+            own = bench.get("split") or {}
+            if split is not None and not any(own.get(k) is not None for k in SELECTING):
+                bench.split = {**OmegaConf.to_container(split, resolve=True), "part": own.get("part", "test")}
+        changed.append(str(name))
+    if not changed:
+        return None
+    return f"{', '.join(changed)}: the checkpoint's run data ({corpus.get('_target_')}) and its split"
+
+
 def evaluate_from_config(cfg: DictConfig) -> dict[str, float]:
     """Evaluate per ``conf/eval.yaml``; prints the table and writes ``eval.output_file``."""
     benchmarks = cfg.get("eval", {}).get("benchmarks")
@@ -130,7 +166,7 @@ def evaluate_from_config(cfg: DictConfig) -> dict[str, float]:
     progress = progress_option(cfg)  # eval.progress: bars on stderr (auto: only at a terminal)
 
     device = resolve_device(cfg.eval.get("device", "auto"))
-    split_note = restrict_to_run_split(cfg)
+    split_note = "; ".join(n for n in (restrict_to_run_split(cfg), restrict_to_run_data(cfg)) if n)
     if split_note:
         log.info("evaluating on %s", split_note)
     t0 = time.perf_counter()
