@@ -190,6 +190,32 @@ def test_each_corpus_share_of_the_pairs_follows_its_weight(files, weights):
         assert abs(shares[c] - expected[c]) < 4 * sd, (c, shares[c], expected[c], sd)
 
 
+def test_size_language_sampling_counts_the_languages_of_the_weighted_stream(files):
+    """``lang_sampling=size`` with weights: n_L is the ids in L per pass of the weighted stream (corpus c
+    fills 128 * w_c / sum(w) slots, every id of c in each of LANGS[c]), not the ids in the files; the
+    X-X-mono batches' languages follow those probabilities (within 4 binomial SDs)."""
+    weights = {"alpha": 1.0, "beta": 6.0, "gamma": 1.0}
+    corpus = read_corpora(_entries(files, weights))
+    sampler = HybridBatchSampler(corpus, B, alpha=1.0, lang_sampling="size", seed=3)
+    slots = {c: sum(SIZES.values()) * w / sum(weights.values()) for c, w in weights.items()}
+    n_lang = {x: sum(slots[c] for c in LANGS if x in LANGS[c]) for x in sampler.langs}
+    assert n_lang == {"de": 112.0, "en": 128.0, "es": 16.0, "fr": 32.0}
+    expected = {x: n / sum(n_lang.values()) for x, n in n_lang.items()}
+    assert dict(zip(sampler.langs, sampler.lang_probs)) == pytest.approx(expected)
+    langs = _rows(corpus)["lang"]
+    counts = Counter()
+    for gb in _batches(sampler, epochs=60):
+        (lang,) = set(langs[gb.q_rows]) | set(langs[gb.p_rows])
+        counts[lang] += 1
+    n = sum(counts.values())
+    for x, p in expected.items():
+        assert abs(counts[x] / n - p) < 4 * math.sqrt(p * (1 - p) / n), (x, counts[x] / n, p)
+    unweighted = HybridBatchSampler(read_corpora(_entries(files)), B, alpha=1.0, lang_sampling="size")
+    assert dict(zip(unweighted.langs, unweighted.lang_probs)) == pytest.approx(
+        {"de": 64 / 360, "en": 128 / 360, "es": 64 / 360, "fr": 104 / 360}
+    )
+
+
 def test_every_pass_of_the_stream_gives_each_corpus_its_weighted_count(files):
     """The stream the batches read: per pass of N = 128 ids, corpus c fills N * w_c / sum(w) rounded
     down or up, exact on average (mean within 4 SD of the rounding's Bernoulli), and each corpus's ids

@@ -105,7 +105,8 @@ class HybridBatchSampler(Sampler[list[tuple[int, int]]]):
         total_steps, max_epochs: the linear schedule's length, configured (``sampler.*``).
         trainer_max_steps, trainer_max_epochs: the trainer's limits, set by the DataModule; used only
             when neither of the above is set (:func:`mlir.sampling.schedule.schedule_length`).
-        lang_sampling: ``"uniform"`` or ``"size"`` (``p_L ∝ n_L^(1/temperature)``, ``n_L`` = usable ids in L).
+        lang_sampling: ``"uniform"`` or ``"size"`` (``p_L ∝ n_L^(1/temperature)``, ``n_L`` = usable ids in L;
+            with corpus weights, ids in L per pass of the weighted stream).
         temperature: > 0; large values approach uniform.
         langs: restrict training to these language codes (default: all corpus languages).
         steps_per_epoch: batches per epoch (default: usable ids // B).
@@ -151,9 +152,10 @@ class HybridBatchSampler(Sampler[list[tuple[int, int]]]):
         self.index = ix = build_index(corpus, langs, min_langs=1 if max(endpoints) > 0.0 else 2)
         self.corpus_langs, self.langs = ix.corpus_langs, ix.langs
         self.num_ids, self.num_clusters = ix.num_ids, ix.num_clusters  # sizes for logs and benchmarks
-        self.lang_probs = language_probs(ix.ids_per_lang, self.lang_sampling, self.temperature)
-        check_batch_fits(ix, B, self.lang_probs, mono=max(endpoints) > 0.0, cross=min(endpoints) < 1.0)
         self.mix = corpus_mix(corpus, ix, B)  # None: one corpus, or size-proportional corpora
+        sizes = ix.ids_per_lang if self.mix is None else self.mix.ids_per_lang(ix)  # as the stream has them
+        self.lang_probs = language_probs(sizes, self.lang_sampling, self.temperature)
+        check_batch_fits(ix, B, self.lang_probs, mono=max(endpoints) > 0.0, cross=min(endpoints) < 1.0)
 
         usable = len(ix.pool)
         self.steps_per_epoch = positive_int(

@@ -89,6 +89,16 @@ class CorpusMix:
         off = start - first * m
         return np.concatenate(perms)[off : off + n]
 
+    def ids_per_lang(self, index: CorpusIndex) -> np.ndarray:
+        """Ids per language in one pass of the weighted stream: corpus ``c`` fills ``size * share_c``
+        slots with its ids, a fraction of which have language L (``lang_sampling="size"`` reads this;
+        without weights it is ``index.ids_per_lang``)."""
+        out = np.zeros(index.has.shape[1])
+        for pool, share in zip(self.pools, self.share):
+            if len(pool):
+                out += self.size * share * index.has[pool].mean(axis=0)
+        return out
+
     def fingerprint(self) -> tuple:
         """What of the mix decides the batches (for the sampler's resume fingerprint)."""
         return (self.names, [round(float(s), 12) for s in self.share], [len(p) for p in self.pools])
