@@ -213,7 +213,7 @@ def seed_projection_table(rep: SweepReport) -> list[str]:
     for r in rows:
         d = _digits(r["metric"])
         out.append(
-            f"| {r['benchmark']} | {r['setting']} | {r['metric']} | {r['baseline']} | {r['seeds_per_fold']:g} | "
+            f"| {r['benchmark']} | {r['setting']} | {r['metric']} | {r['baseline']} | {r['seeds_per_fold']:.3g} | "
             f"{_f(r['seed_share'] * 100, 0)} % | {_f(r['mde'], d)} | {_f(r['mde_projected_as_run'], d)} | "
             f"{_f(r['mde_seeds_10'], d)} | {_f(r['mde_seeds_inf'], d)} |"
         )

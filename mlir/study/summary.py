@@ -134,7 +134,7 @@ def comparisons_table(rep: SweepReport) -> list[str]:
 
 
 def _seeds_per_fold(rep: SweepReport) -> str:
-    """``seeds 1, 2, 3 of every arm on folds 0-3`` or, when they differ, one clause per group of folds."""
+    """``seeds 1, 2, 3 of every arm on folds 0, 1, 2, 3``, one clause per group of folds alike."""
     by_fold: dict[int, set[tuple[Any, ...]]] = {}
     for a, rs in rep.arms.items():
         if a != UNTRAINED:
@@ -142,17 +142,16 @@ def _seeds_per_fold(rep: SweepReport) -> str:
                 by_fold.setdefault(f, set()).add(tuple(sorted(r.seed for r in rs if r.fold == f)))
     groups: dict[str, list[int]] = {}
     for f, seed_sets in sorted(by_fold.items()):
+        seeds = next(iter(seed_sets))
         key = (
-            ("seed " if len(next(iter(seed_sets))) == 1 else "seeds ")
-            + ", ".join(map(str, next(iter(seed_sets))))
+            f"{'seed' if len(seeds) == 1 else 'seeds'} {', '.join(map(str, seeds))} of every arm"
             if len(seed_sets) == 1
             else "seeds differing by arm (report.md, Runs)"
         )
         groups.setdefault(key, []).append(f)
     unit = rep.unit if rep.by_fold else "fold"
     return "; ".join(
-        f"{key} of every arm on {unit}{'s' if len(fs) > 1 else ''} {', '.join(map(str, fs))}"
-        for key, fs in groups.items()
+        f"{key} on {unit}{'s' if len(fs) > 1 else ''} {', '.join(map(str, fs))}" for key, fs in groups.items()
     )
 
 
