@@ -91,7 +91,7 @@ def seed_split(
         return None
     v_h, df_h = pooled_within_variance(hybrid.values())
     v_b, df_b = pooled_within_variance(baseline.values())
-    counts = [len(v) for arm in (hybrid, baseline) for v in arm.values() if len(v)]
+    counts = [len(v) for arm in (hybrid, baseline) for v in arm.values()]
     seeds = len(counts) / sum(1.0 / c for c in counts)
     return SeedSplit(
         n_units=len(unit_means),

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlir.core.atomic import write_text
 from mlir.core.errors import DataError, MlirError
-from mlir.study.answer import NO_DIFF, row_verdict, setting_verdict
+from mlir.study.answer import NO_DIFF, _rows, row_verdict, setting_verdict
 from mlir.study.render import _digits, _p, arm_tables
 from mlir.study.runs import BASELINES, BIAS, LOWER_IS_BETTER, SETTINGS, UNTRAINED, fmt_alpha
 
@@ -47,15 +47,7 @@ def _comparison_cell(row: dict[str, Any] | None) -> str:
 
 
 def _find(rep: SweepReport, family: str, b: str, s: str, m: str, baseline: str) -> dict[str, Any] | None:
-    return next(
-        (
-            r
-            for r in rep.significance
-            if (r["family"], r["benchmark"], r["setting"], r["metric"], r["baseline"])
-            == (family, b, s, m, baseline)
-        ),
-        None,
-    )
+    return next((r for r in _rows(rep, family, b, s, m) if r["baseline"] == baseline), None)
 
 
 def _primary_rows(rep: SweepReport) -> list[tuple[str, str, str]]:
