@@ -381,7 +381,7 @@ def _seed_split(rep: SweepReport, key: tuple[str, str, str], arms: tuple[Arm, Ar
         return None
     units = [u for u, v in diffs.items() if len(v[1])]
     if isinstance(test, stats.CrossedTest):
-        qs = np.array(sorted(set.intersection(*(set(diffs[u][0].tolist()) for u in units))))
+        qs = np.array(stats.common_questions(diffs, units))
         tested = dict.fromkeys(units, qs)
         idx = {u: np.isin(diffs[u][0], qs) for u in units}
         unit_means = [float(diffs[u][1][idx[u]].mean()) for u in units]

@@ -317,9 +317,8 @@ def paired_comparison(
         return row | {"status": NOT_TESTABLE, "n_questions": n_q, "p_value": math.nan}, None
     test: Test
     if design == CROSSED:
-        common = set.intersection(*(set(diffs[k][0].tolist()) for k in units))
-        if len(common) >= 2:
-            qs = sorted(common)
+        qs = common_questions(diffs, units)
+        if len(qs) >= 2:
             cols = [
                 np.stack([_align(diffs[k], qs, j) for k in units]) for j in range(1, len(diffs[units[0]]))
             ]
@@ -352,6 +351,11 @@ def paired_comparison(
         "diff_ci95_high": est + crit * se,
         "effect_size": est / sd_units if sd_units > 0 else math.nan,
     }, test
+
+
+def common_questions(diffs: Mapping[Hashable, tuple[np.ndarray, ...]], units: Sequence[Hashable]) -> list:
+    """The question ids every unit has, sorted: what a crossed test uses."""
+    return sorted(set.intersection(*(set(diffs[k][0].tolist()) for k in units)))
 
 
 def _align(unit: tuple[np.ndarray, ...], qids: Sequence[str], col: int = 1) -> np.ndarray:
